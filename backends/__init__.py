@@ -1,0 +1,1 @@
+"""effc backends: build, load and run compiled programs."""

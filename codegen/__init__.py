@@ -1,0 +1,1 @@
+"""effc code generators (C and Triton arrive with later issues)."""

@@ -1,0 +1,1 @@
+"""effc: an optimizing compiler for neural-network inference."""
