@@ -107,11 +107,16 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.constants: dict[str, torch.Tensor] = {}
         self._names: set[str] = set()
+        self._reserved: set[str] = set()
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Keep generated names clear of ``names`` (constants a copy will adopt later)."""
+        self._reserved |= set(names)
 
     def _unique(self, hint: str) -> str:
         base = sanitize_name(hint)
         name, i = base, 1
-        while name in self._names:
+        while name in self._names or name in self._reserved:
             name, i = f"{base}_{i}", i + 1
         self._names.add(name)
         return name
