@@ -1,0 +1,102 @@
+"""A compiled graph as a callable: picks the backend, runs it, and rebuilds the outputs.
+
+``CompiledGraph`` takes the same flat argument list as the FX graph it came from (tensors,
+sizes and parameters), hands the IR inputs to the backend, and returns outputs in FX order,
+evaluating size outputs from the bound symbols.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from effc.backends.reference import ReferenceProgram
+from effc.backends.signature import bind_inputs
+from effc.backends.symeval import SymbolicAttrs
+from effc.errors import OptionError
+from effc.report import GraphReport
+from effc.frontends.fx import Imported
+from effc.ir import Graph, Op
+from effc.options import Options
+from effc.passes import PIPELINE, run_pipeline
+
+
+def select_target(options: Options, device: torch.device | None) -> str:
+    if options.target in ("auto", "reference"):
+        return "reference"
+    raise OptionError(f"target {options.target!r} is not available in this version of effc; "
+                      "use 'reference' or 'auto'")
+
+
+class CompiledGraph:
+    def __init__(self, imported: Imported, graph: Graph, program: Any, report: GraphReport) -> None:
+        self.imported = imported
+        self.graph = graph
+        self.program = program
+        self.report = report
+        self._sym_outs = [SymbolicAttrs(o.value) if o.kind == "sym" else None for o in imported.outputs]
+
+    def __call__(self, *args: Any) -> tuple:
+        tensors = [args[i] for i in self.imported.input_map]
+        env = bind_inputs(self.graph, tensors)
+        outs = self.program.run(tensors, env)
+        result = []
+        for spec, sym in zip(self.imported.outputs, self._sym_outs):
+            if spec.kind == "ir":
+                result.append(outs[spec.index])
+            elif sym is not None:
+                result.append(sym(env))
+            else:
+                result.append(spec.value)
+        return tuple(result)
+
+
+def compile_imported(imported: Imported, options: Options, label: str,
+                     device: torch.device | None = None) -> CompiledGraph:
+    t0 = time.perf_counter()
+    target = select_target(options, device)
+    graph, records = run_pipeline(imported.graph, PIPELINE, options, label)
+    program = ReferenceProgram(graph)
+    report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
+                         nodes_out=_count(graph), passes=records, externs=_externs(graph),
+                         extern_reasons=dict(imported.extern_reasons))
+    report.compile_seconds = time.perf_counter() - t0
+    return CompiledGraph(imported, graph, program, report)
+
+
+def _count(graph: Graph) -> int:
+    return sum(1 for n in graph.nodes if n.op is not Op.CONSTANT)
+
+
+def _externs(graph: Graph) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in graph.nodes:
+        if n.op is Op.EXTERN:
+            out[n.attrs["target"]] = out.get(n.attrs["target"], 0) + 1
+    return out
+
+
+def peak_bytes(graph: Graph, inputs: Sequence[torch.Tensor]) -> int:
+    """Peak bytes of intermediates held at once when the graph runs node by node (no reuse)."""
+    env = bind_inputs(graph, inputs)
+    last: dict[Any, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last[v] = i
+    outs = set(graph.outputs)
+    live: dict[Any, int] = {}
+    peak = 0
+    for i, n in enumerate(graph.nodes):
+        if n.op is Op.CONSTANT:
+            continue
+        for v in n.outputs:
+            size = v.type.numel()
+            size = int(size.subs(env)) if not isinstance(size, int) else size
+            live[v] = size * v.type.dtype.itemsize
+        peak = max(peak, sum(live.values()))
+        for v in list(live):
+            if last.get(v, -1) <= i and v not in outs:
+                del live[v]
+    return peak
