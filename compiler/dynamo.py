@@ -16,6 +16,7 @@ A graph effc cannot express runs in PyTorch, with the reason logged and recorded
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from typing import Any, Callable, Sequence
@@ -58,13 +59,15 @@ def _param_label(source: str) -> str:
     return ".".join(parts[1:]) if parts and parts[0] in ("self", "fn", "mod", "model") else ".".join(parts) or "param"
 
 
+_graph_ids = itertools.count(1)  # labels graphs uniquely within a process, for reports and dumps
+
+
 class EffcBackend:
     """A Dynamo backend holding one set of options and the reports of what it compiled."""
 
     def __init__(self, options: Options | None = None, max_reports: int = 64) -> None:
         self.options = options or Options()
         self.reports: deque[GraphReport] = deque(maxlen=max_reports)
-        self._count = 0
 
     def explain(self) -> Explain:
         return Explain(list(self.reports))
@@ -73,8 +76,7 @@ class EffcBackend:
         from functorch.compile import make_boxed_func
         from torch._dynamo.backends.common import aot_autograd
 
-        self._count += 1
-        gid = self._count
+        gid = next(_graph_ids)
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         params = {i: (_param_label(src), example_inputs[i]) for i, n in enumerate(placeholders)
                   if i < len(example_inputs) and (src := _is_param_source(n))
@@ -104,6 +106,13 @@ class EffcBackend:
                             decompositions=decompositions())(gm, example_inputs)
 
     def _compile(self, fgm: torch.fx.GraphModule, consts: dict[int, torch.Tensor], label: str) -> Callable:
+        # AOT calls compilers inside its fake-tensor mode; effc computes with real tensors
+        # (constant folding, weight folding), so step out of it.
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        with unset_fake_temporarily():
+            return self._compile_real(fgm, consts, label)
+
+    def _compile_real(self, fgm: torch.fx.GraphModule, consts: dict[int, torch.Tensor], label: str) -> Callable:
         t0 = time.perf_counter()
         try:
             imported = import_fx(fgm, consts)
