@@ -61,7 +61,9 @@ def compile_imported(imported: Imported, options: Options, label: str,
     program = ReferenceProgram(graph)
     report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
                          nodes_out=_count(graph), passes=records, externs=_externs(graph),
-                         extern_reasons=dict(imported.extern_reasons))
+                         extern_reasons=dict(imported.extern_reasons), graph=graph)
+    for n in graph.nodes:
+        report.ops[n.op.value] = report.ops.get(n.op.value, 0) + 1
     report.compile_seconds = time.perf_counter() - t0
     return CompiledGraph(imported, graph, program, report)
 

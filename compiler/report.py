@@ -26,6 +26,12 @@ class GraphReport:
     compile_seconds: float = 0.0
     peak_bytes: int | None = None
     kernels: list[dict] = field(default_factory=list)
+    graph: Any = field(default=None, repr=False)   # the final IR graph (not serialised)
+    ops: dict[str, int] = field(default_factory=dict)  # IR op counts after passes
+
+    @property
+    def ir(self) -> str:
+        return "" if self.graph is None else str(self.graph)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,7 +39,7 @@ class GraphReport:
             "nodes_out": self.nodes_out, "passes": [p.to_json() for p in self.passes],
             "externs": dict(self.externs), "extern_reasons": dict(self.extern_reasons),
             "fallback": self.fallback, "compile_seconds": round(self.compile_seconds, 4),
-            "peak_bytes": self.peak_bytes, "kernels": self.kernels,
+            "peak_bytes": self.peak_bytes, "kernels": self.kernels, "ops": dict(self.ops),
         }
 
 

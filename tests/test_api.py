@@ -1,0 +1,104 @@
+"""effc.compile, options, the explain record, debug dumps and the torch.compile entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import effc
+from effc.options import Options
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    torch._dynamo.reset()
+
+
+def _model() -> torch.nn.Module:
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                            torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+    m[1].running_mean.uniform_(-1, 1)
+    m[1].running_var.uniform_(0.5, 2)
+    return m.eval()
+
+
+def test_compile_returns_callable_with_explain() -> None:
+    m, x = _model(), torch.randn(2, 3, 8, 8)
+    compiled = effc.compile(m, [x])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-5)
+    ex = compiled.explain()
+    data = json.loads(ex.json())
+    assert {"graphs", "passes", "kernels", "fallbacks", "peak_bytes"} <= set(data)
+    assert [p["name"] for p in data["passes"]] == list(effc.passes.PASS_NAMES)
+    assert "graph g" in str(ex)
+
+
+def test_disable_passes_is_recorded() -> None:
+    m, x = _model(), torch.randn(2, 3, 8, 8)
+    compiled = effc.compile(m, [x], disable_passes=["fold_batchnorm"])
+    recs = {p.name: p for p in compiled.explain().graphs[0].passes}
+    assert recs["fold_batchnorm"].skipped and not recs["simplify"].skipped
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"target": "gpu"}, "unknown target"),
+    ({"disable_passes": ["no_such_pass"]}, "unknown pass no_such_pass"),
+    ({"bogus": 1}, "unknown option bogus"),
+    ({"training": "maybe"}, "training"),
+])
+def test_bad_options_are_rejected_clearly(bad, message) -> None:
+    with pytest.raises(effc.OptionError, match=message):
+        Options.from_mapping(bad)
+
+
+def test_unavailable_target_is_a_clear_error() -> None:
+    with pytest.raises(Exception, match="not available"):
+        effc.compile(_model(), [torch.randn(1, 3, 8, 8)], target="c")
+
+
+def test_options_reach_the_backend_through_torch_compile() -> None:
+    m, x = _model(), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.compile(m, backend="effc", options={"disable_passes": ["simplify"]})(x)
+    g = effc.explain().graphs[-1]
+    assert next(p for p in g.passes if p.name == "simplify").skipped
+
+
+def test_dump_dir_gets_ir_after_every_pass(tmp_path) -> None:
+    m, x = _model(), torch.randn(2, 3, 8, 8)
+    effc.compile(m, [x], dump_dir=str(tmp_path))
+    (folder,) = list(tmp_path.iterdir())
+    names = sorted(p.name for p in folder.iterdir())
+    assert names[0] == "00_input.txt" and "passes.json" in names
+    assert len([n for n in names if n.endswith(".txt")]) == 1 + len(effc.passes.PASS_NAMES)
+    assert "convolution(" in (folder / "00_input.txt").read_text()
+    timings = json.loads((folder / "passes.json").read_text())
+    assert all("seconds" in t for t in timings)
+
+
+def test_entry_point_registers_backend_without_importing_effc() -> None:
+    code = (
+        "import sys, torch\n"
+        "assert 'effc' not in sys.modules\n"
+        "f = torch.compile(lambda x: torch.relu(x) * 2, backend='effc')\n"
+        "x = torch.randn(4)\n"
+        "assert torch.equal(f(x), torch.relu(x) * 2)\n"
+        "import effc\n"
+        "assert effc.explain().graphs, 'no graph compiled by effc'\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_onnx_input_is_refused_clearly_for_now() -> None:
+    with pytest.raises(effc.UserError, match="ONNX"):
+        effc.compile("model.onnx")
