@@ -448,7 +448,12 @@ def _constant(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorTy
 
 def _clamp(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, ...]:
     _arity(op, ins, 1)
-    return ins[0],
+    # min/max are python scalars, which promote like torch's wrapped numbers: a float bound
+    # makes an integer tensor f32, an int bound makes a bool tensor i64.
+    bounds = [attrs[k] for k in ("min", "max") if attrs[k] is not None]
+    scalar = [DType.BOOL if isinstance(b, bool)
+              else DType.I64 if isinstance(b, (int, sympy.Basic)) else DEFAULT_FLOAT for b in bounds]
+    return (ins[0].with_dtype(result_type([ins[0].dtype], scalar)),)
 
 
 _RULES: dict[Op, Rule] = {Op.CLAMP: _clamp, Op.WHERE: _where, Op.CUMSUM: _cumsum}

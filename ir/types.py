@@ -41,7 +41,15 @@ def as_dim(d: object) -> Dim:
 def dims_equal(a: Dim, b: Dim) -> bool:
     if isinstance(a, int) and isinstance(b, int):
         return a == b
-    return sympy.simplify(sympy.sympify(a) - sympy.sympify(b)) == 0
+    if a == b:
+        return True
+    diff = sympy.expand(sympy.sympify(a) - sympy.sympify(b))
+    if diff == 0:
+        return True
+    if diff.is_number:
+        return False
+    # floor/Mod terms need the full simplifier; it is slow, so it comes last
+    return sympy.simplify(diff) == 0
 
 
 def dim_str(d: Dim) -> str:
