@@ -1,10 +1,347 @@
-"""(being written)"""
-from effc.ir import Graph
+"""Algebraic simplification: a table of local rewrite rules, applied to a fixed point.
+
+    %0 = full() {shape=[], value=1.0, dtype=f32} : f32[]
+    %1 = mul(%x, %0) : f32[4, 8]
+    %2 = permute(%1) {dims=[1, 0]} : f32[8, 4]
+    %3 = permute(%2) {dims=[1, 0]} : f32[4, 8]
+    return %3
+  ->
+    return %x
+
+Each rule looks at one node (its inputs already rewritten) and returns a replacement value, a
+reason it declined (a near miss, reported in ``rejected``), or None (the pattern does not
+apply). A replacement must have exactly the node's type; rules that could change the shape or
+dtype through broadcasting or promotion decline instead. Rules never trade exactness for speed:
+``x * 0 -> 0`` is deliberately absent (x may be NaN or inf).
+
+Nodes a rewrite leaves without users (the ``0`` of ``x + 0``, an inner cast) are dropped;
+nodes that were dead before the pass stay for ``eliminate_dead_code`` to remove and report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from effc.ir import DType, Graph, GraphBuilder, Node, Op, Value
+from effc.ir.rewrite import Rewriter
+from effc.ir.types import TensorType, normalize_axis
 from effc.options import Options
+
+from .eliminate_dead_code import live_nodes
 from .manager import PassResult
 
 NAME = "simplify"
 
+# A graph rarely needs more than two sweeps (one to rewrite, one to confirm); the bound only
+# guards against a pair of rules that undo each other.
+MAX_SWEEPS = 32
+
+
+@dataclass(frozen=True)
+class Site:
+    """The node a rule is asked about: its source node and its inputs in the new graph."""
+
+    node: Node
+    ins: tuple[Value, ...]
+    b: GraphBuilder
+
+    @property
+    def out(self) -> TensorType:
+        return self.node.outputs[0].type
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return self.node.attrs
+
+
+RuleFn = Callable[[Site], "Value | str | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    ops: frozenset[Op]
+    fn: RuleFn
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _producer(v: Value, op: Op) -> Node | None:
+    return v.node if v.node is not None and v.node.op is op else None
+
+
+def _uniform(s: Site, v: Value) -> bool | int | float | None:
+    """The one value every element of ``v`` holds, when ``v`` is a full node or a constant."""
+    n = v.node
+    if n is None:
+        return None
+    if n.op is Op.FULL:
+        value = n.attrs["value"]
+        return value if isinstance(value, (bool, int, float)) else None
+    if n.op is Op.CONSTANT:
+        t = s.b.constants[n.attrs["name"]].reshape(-1)
+        # The first pair settles most weights cheaply; NaN never equals itself, so gives None.
+        if t.numel() == 0 or (t.numel() > 1 and bool(t[1] != t[0])) or not bool((t == t[0]).all()):
+            return None
+        return t[0].item()
+    return None
+
+
+def _identity_operand(s: Site, const_at: int, identity: int) -> Value | str | None:
+    """``x`` when input ``const_at`` is filled with ``identity`` and ``x`` has the node's type."""
+    c, x = s.ins[const_at], s.ins[1 - const_at]
+    value = _uniform(s, c)
+    if value is None or value != identity:
+        return None
+    if x.type.dtype is not s.out.dtype:
+        return (f"type promotion with the {identity} operand ({c.type}) makes the result "
+                f"{s.out}, not x's {x.type}")
+    if not x.type.same_as(s.out):
+        return (f"broadcasting against the {identity} operand ({c.type}) makes the result "
+                f"{s.out}, not x's {x.type}")
+    return x
+
+
+def _perm(dims: Sequence[int], rank: int) -> list[int]:
+    return [normalize_axis(d, rank) for d in dims]
+
+
+# Which casts keep every value exactly (so a later cast sees the original value). Integer
+# ranges and float significand bits (including the implicit bit) decide it.
+_INT_RANGE = {DType.BOOL: (0, 1), DType.U8: (0, 255), DType.I8: (-2**7, 2**7 - 1),
+              DType.I16: (-2**15, 2**15 - 1), DType.I32: (-2**31, 2**31 - 1),
+              DType.I64: (-2**63, 2**63 - 1)}
+_SIGNIFICAND = {DType.F16: 11, DType.BF16: 8, DType.F32: 24, DType.F64: 53}
+_FLOAT_WIDENING = {(DType.F16, DType.F32), (DType.F16, DType.F64), (DType.BF16, DType.F32),
+                   (DType.BF16, DType.F64), (DType.F32, DType.F64)}
+
+
+def exact_cast(src: DType, dst: DType) -> bool:
+    if src is dst:
+        return True
+    if src in _INT_RANGE and dst in _INT_RANGE:
+        (lo, hi), (dlo, dhi) = _INT_RANGE[src], _INT_RANGE[dst]
+        return dst is not DType.BOOL and dlo <= lo and hi <= dhi
+    if src in _INT_RANGE and dst in _SIGNIFICAND:
+        lo, hi = _INT_RANGE[src]
+        return max(-lo, hi) <= 1 << _SIGNIFICAND[dst]
+    return (src, dst) in _FLOAT_WIDENING
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+def _add_zero_right(s: Site) -> Value | str | None:
+    # x + 0 -> x   (only the sign of a zero x can differ: -0 + 0 = +0)
+    return _identity_operand(s, 1, 0)
+
+
+def _add_zero_left(s: Site) -> Value | str | None:
+    # 0 + x -> x
+    return _identity_operand(s, 0, 0)
+
+
+def _sub_zero(s: Site) -> Value | str | None:
+    # x - 0 -> x
+    return _identity_operand(s, 1, 0)
+
+
+def _mul_one_right(s: Site) -> Value | str | None:
+    # x * 1 -> x
+    return _identity_operand(s, 1, 1)
+
+
+def _mul_one_left(s: Site) -> Value | str | None:
+    # 1 * x -> x
+    return _identity_operand(s, 0, 1)
+
+
+def _div_one(s: Site) -> Value | str | None:
+    # x / 1 -> x   (a rounding division of floats would round x: floor(x / 1) != x)
+    found = _identity_operand(s, 1, 1)
+    if isinstance(found, Value) and s.attrs["rounding_mode"] is not None and s.out.dtype.is_float:
+        return f"division with rounding_mode={s.attrs['rounding_mode']} rounds a float x"
+    return found
+
+
+def _neg_neg(s: Site) -> Value | str | None:
+    # neg(neg(x)) -> x
+    inner = _producer(s.ins[0], Op.NEG)
+    return inner.inputs[0] if inner is not None else None
+
+
+def _cast_same(s: Site) -> Value | str | None:
+    # cast(x, dtype(x)) -> x
+    return s.ins[0] if s.ins[0].type.dtype is s.attrs["dtype"] else None
+
+
+def _cast_cast(s: Site) -> Value | str | None:
+    # cast(cast(x, a), dtype(x)) -> x            when x -> a is exact
+    # cast(cast(x, a), b) -> cast(x, b)          when x -> a is exact: b sees x's own value
+    inner = _producer(s.ins[0], Op.CAST)
+    if inner is None:
+        return None
+    x, a, b = inner.inputs[0], inner.attrs["dtype"], s.attrs["dtype"]
+    if not exact_cast(x.type.dtype, a):
+        return f"the inner cast {x.type.dtype} -> {a} is not exact, so it cannot be skipped"
+    if b is x.type.dtype:
+        return x
+    if b.is_int and x.type.dtype.is_float:
+        return (f"{x.type.dtype} -> {a} -> {b}: float-to-integer casts of out-of-range values "
+                f"depend on the source type")
+    return s.b.op(Op.CAST, [x], dtype=b)
+
+
+def _permute_identity(s: Site) -> Value | str | None:
+    # permute(x, [0, 1, ..., n-1]) -> x
+    x = s.ins[0]
+    return x if _perm(s.attrs["dims"], x.type.rank) == list(range(x.type.rank)) else None
+
+
+def _permute_permute(s: Site) -> Value | str | None:
+    # permute(permute(x, p), q) -> permute(x, [p[i] for i in q])   (-> x when the identity)
+    inner = _producer(s.ins[0], Op.PERMUTE)
+    if inner is None:
+        return None
+    x = inner.inputs[0]
+    p, q = _perm(inner.attrs["dims"], x.type.rank), _perm(s.attrs["dims"], x.type.rank)
+    composed = [p[i] for i in q]
+    if composed == list(range(x.type.rank)):
+        return x
+    return s.b.op(Op.PERMUTE, [x], dims=composed)
+
+
+def _reshape_reshape(s: Site) -> Value | str | None:
+    # reshape(reshape(x, s1), s2) -> reshape(x, s2)   (-1 resolves the same: equal numel)
+    inner = _producer(s.ins[0], Op.RESHAPE)
+    if inner is None:
+        return None
+    x = inner.inputs[0]
+    return x if x.type.same_as(s.out) else s.b.op(Op.RESHAPE, [x], shape=s.attrs["shape"])
+
+
+def _layout_noop(s: Site) -> Value | str | None:
+    # reshape(x, shape(x)) -> x;  expand(x, shape(x)) -> x;  cat([x]) -> x;
+    # slice(x, d, 0, size, 1) -> x   (a slice as long as its axis, with step >= 1, takes all of it)
+    if s.node.op is Op.CAT and len(s.ins) != 1:
+        return None
+    return s.ins[0] if s.ins[0].type.same_as(s.out) else None
+
+
+def _squeeze_unsqueeze(s: Site) -> Value | str | None:
+    # squeeze(unsqueeze(x, d), [d]) -> x   (both keep element order: equal type means equal)
+    inner = _producer(s.ins[0], Op.UNSQUEEZE)
+    if inner is None:
+        return None
+    x = inner.inputs[0]
+    return x if x.type.same_as(s.out) else None
+
+
+def _unsqueeze_squeeze(s: Site) -> Value | str | None:
+    # unsqueeze(squeeze(x, dims), d) -> x   when the squeeze removed exactly axis d
+    inner = _producer(s.ins[0], Op.SQUEEZE)
+    if inner is None:
+        return None
+    x = inner.inputs[0]
+    if not x.type.same_as(s.out):
+        return None
+    dims = _perm(inner.attrs["dims"], x.type.rank) if x.type.rank else []
+    symbolic = [x.type.shape[d] for d in dims if not isinstance(x.type.shape[d], int)]
+    if symbolic:
+        return (f"the squeeze also names axes of symbolic size {symbolic}, which torch drops "
+                f"when they are 1 at run time")
+    return x
+
+
+def _rule(name: str, ops: Sequence[Op], fn: RuleFn) -> Rule:
+    return Rule(name, frozenset(ops), fn)
+
+
+# The table. Order matters only where two rules match one node: the first that returns a
+# replacement wins. The algebra of each rule is the comment at the top of its function.
+RULES: tuple[Rule, ...] = (
+    _rule("add_zero", [Op.ADD], _add_zero_right),        # x + 0 -> x
+    _rule("zero_add", [Op.ADD], _add_zero_left),         # 0 + x -> x
+    _rule("sub_zero", [Op.SUB], _sub_zero),              # x - 0 -> x
+    _rule("mul_one", [Op.MUL], _mul_one_right),          # x * 1 -> x
+    _rule("one_mul", [Op.MUL], _mul_one_left),           # 1 * x -> x
+    _rule("div_one", [Op.DIV], _div_one),                # x / 1 -> x
+    _rule("neg_neg", [Op.NEG], _neg_neg),                # neg(neg(x)) -> x
+    _rule("cast_same", [Op.CAST], _cast_same),           # cast(x, dtype(x)) -> x
+    _rule("cast_cast", [Op.CAST], _cast_cast),           # cast(cast(x, a), b) -> cast(x, b) or x
+    # permute(x, [0, 1, ..., n-1]) -> x
+    _rule("permute_identity", [Op.PERMUTE], _permute_identity),
+    # permute(permute(x, p), q) -> permute(x, p∘q), or x when p∘q is the identity
+    _rule("permute_permute", [Op.PERMUTE], _permute_permute),
+    # reshape(reshape(x, s1), s2) -> reshape(x, s2)
+    _rule("reshape_reshape", [Op.RESHAPE], _reshape_reshape),
+    # reshape / expand / slice / cat([x]) giving x's own type -> x
+    _rule("layout_noop", [Op.RESHAPE, Op.EXPAND, Op.SLICE, Op.CAT], _layout_noop),
+    # squeeze(unsqueeze(x, d), [d]) -> x
+    _rule("squeeze_unsqueeze", [Op.SQUEEZE], _squeeze_unsqueeze),
+    # unsqueeze(squeeze(x, [d]), d) -> x
+    _rule("unsqueeze_squeeze", [Op.UNSQUEEZE], _unsqueeze_squeeze),
+)
+_BY_OP: dict[Op, tuple[Rule, ...]] = {
+    op: tuple(r for r in RULES if op in r.ops) for op in set().union(*(r.ops for r in RULES))}
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+def finish_pruned(src: Graph, rw: Rewriter) -> Graph:
+    """``rw.finish()`` less the nodes the rewrite left without users.
+
+    Nodes that were already dead in ``src`` stay, with whatever they use: removing those is
+    eliminate_dead_code's job, and its note. Shared by the passes that replace nodes.
+    """
+    out = rw.finish()
+    live_before = live_nodes(src)
+    roots = list(out.outputs) + [rw.vmap[v] for n in src.nodes if n not in live_before
+                                 for v in n.outputs if v in rw.vmap]
+    keep = live_nodes(Graph(out.inputs, out.nodes, roots))
+    if len(keep) == len(out.nodes):
+        return out
+    prune = Rewriter(out)
+    for n in out.nodes:
+        if n in keep:
+            prune.copy(n)
+    return prune.finish()
+
+
+def _sweep(graph: Graph, notes: list[str], rejected: dict[str, None]) -> Graph | None:
+    """One pass over the nodes; the new graph, or None when no rule fired."""
+    rw = Rewriter(graph)
+    changed = False
+    for node in graph.nodes:
+        rules = _BY_OP.get(node.op, ()) if len(node.outputs) == 1 else ()
+        site = Site(node, tuple(rw.map(node.inputs)), rw.b)
+        for rule in rules:
+            found = rule.fn(site)
+            if found is None:
+                continue
+            where = f"{rule.name} at {node.op} : {site.out}"
+            if isinstance(found, str):
+                rejected[f"{where}: {found}"] = None
+                continue
+            if not found.type.same_as(site.out):  # a rule bug; never let it change a type
+                rejected[f"{where}: replacement has type {found.type}"] = None
+                continue
+            rw.replace(node.output, found)
+            notes.append(where)
+            changed = True
+            break
+        else:
+            rw.copy(node, site.ins)
+    return finish_pruned(graph, rw) if changed else None
+
 
 def run(graph: Graph, options: Options) -> PassResult:
-    return PassResult(graph, False)
+    notes: list[str] = []
+    rejected: dict[str, None] = {}  # ordered set: a near miss is seen again on every sweep
+    current = graph
+    for _ in range(MAX_SWEEPS):
+        new = _sweep(current, notes, rejected)
+        if new is None:
+            break
+        current = new
+    return PassResult(current, current is not graph, tuple(notes), tuple(rejected))
