@@ -44,10 +44,16 @@ def decompositions() -> dict:
 
 def _is_param_source(node: torch.fx.Node) -> str | None:
     """The parameter or buffer name a Dynamo placeholder was lifted from, if any."""
-    ga = node.meta.get("grapharg")
-    source = getattr(ga, "source", None)
-    name = source.name() if source is not None and callable(getattr(source, "name", None)) else str(source or "")
-    if "_parameters[" in name or "_buffers[" in name:
+    source = getattr(node.meta.get("grapharg"), "source", None)
+    if source is None:
+        return None
+    name = getattr(source, "name", "")
+    name = name() if callable(name) else str(name)  # a method before torch 2.12, then a property
+    chain, s = [], source
+    while s is not None:
+        chain.append(type(s).__name__)
+        s = getattr(s, "base", None)
+    if "_parameters[" in name or "_buffers[" in name or any("ParamBuffer" in c for c in chain):
         return name
     return None
 
@@ -93,7 +99,7 @@ class EffcBackend:
             def fn(fgm: torch.fx.GraphModule, fake_inputs: Sequence[Any]) -> Callable:
                 consts: dict[int, torch.Tensor] = {}
                 if frozen and _same_positions(fake_inputs, example_inputs):
-                    consts = {i: t.detach() for i, (_, t) in params.items()}
+                    consts = {i: t for i, (_, t) in params.items()}
                     for i, n in enumerate(p for p in fgm.graph.nodes if p.op == "placeholder"):
                         if i in params:
                             n.meta["effc_name"] = params[i][0]
@@ -110,7 +116,7 @@ class EffcBackend:
         # (constant folding, weight folding), so step out of it.
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():
-            return self._compile_real(fgm, consts, label)
+            return self._compile_real(fgm, {i: t.detach() for i, t in consts.items()}, label)
 
     def _compile_real(self, fgm: torch.fx.GraphModule, consts: dict[int, torch.Tensor], label: str) -> Callable:
         t0 = time.perf_counter()

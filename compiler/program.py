@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+import sympy
 import torch
 
 from effc.backends.reference import ReferenceProgram
@@ -62,6 +63,7 @@ def compile_imported(imported: Imported, options: Options, label: str,
     report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
                          nodes_out=_count(graph), passes=records, externs=_externs(graph),
                          extern_reasons=dict(imported.extern_reasons), graph=graph)
+    report.peak_bytes = peak_bytes(graph, imported.hints)
     for n in graph.nodes:
         report.ops[n.op.value] = report.ops.get(n.op.value, 0) + 1
     report.compile_seconds = time.perf_counter() - t0
@@ -80,9 +82,11 @@ def _externs(graph: Graph) -> dict[str, int]:
     return out
 
 
-def peak_bytes(graph: Graph, inputs: Sequence[torch.Tensor]) -> int:
-    """Peak bytes of intermediates held at once when the graph runs node by node (no reuse)."""
-    env = bind_inputs(graph, inputs)
+def peak_bytes(graph: Graph, env: dict) -> int | None:
+    """Peak bytes of intermediates held at once when the graph runs node by node, freeing each
+    value after its last use (no buffer reuse), for the sizes in ``env``."""
+    if graph.symbols() - set(env):
+        return None
     last: dict[Any, int] = {}
     for i, n in enumerate(graph.nodes):
         for v in n.inputs:
@@ -95,7 +99,7 @@ def peak_bytes(graph: Graph, inputs: Sequence[torch.Tensor]) -> int:
             continue
         for v in n.outputs:
             size = v.type.numel()
-            size = int(size.subs(env)) if not isinstance(size, int) else size
+            size = int(sympy.sympify(size).subs(env)) if not isinstance(size, int) else size
             live[v] = size * v.type.dtype.itemsize
         peak = max(peak, sum(live.values()))
         for v in list(live):

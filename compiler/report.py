@@ -91,7 +91,14 @@ class Explain:
             for op, n in sorted(g.externs.items()):
                 lines.append(f"  extern {op} x{n}: {g.extern_reasons.get(op, '')}")
             if g.peak_bytes is not None:
-                lines.append(f"  peak intermediate memory {g.peak_bytes / 2**20:.2f} MiB (unplanned)")
+                lines.append(f"  peak intermediate memory {_human(g.peak_bytes)} (node by node, no buffer reuse yet)")
         if not lines:
             lines.append("nothing compiled yet")
         return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"

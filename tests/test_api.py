@@ -37,6 +37,20 @@ def test_compile_returns_callable_with_explain() -> None:
     assert {"graphs", "passes", "kernels", "fallbacks", "peak_bytes"} <= set(data)
     assert [p["name"] for p in data["passes"]] == list(effc.passes.PASS_NAMES)
     assert "graph g" in str(ex)
+    # parameters became constants, so batch norm folded into the convolution
+    g = ex.graphs[0]
+    assert next(p for p in g.passes if p.name == "fold_batchnorm").modified
+    assert "batch_norm" not in g.ops and g.ops["constant"] >= 2
+
+
+def test_parameters_are_constants_through_torch_compile_too() -> None:
+    m, x = _model(), torch.randn(2, 3, 8, 8)
+    b = effc.backend()
+    with torch.no_grad():
+        torch.compile(m, backend=b)(x)
+    g = b.explain().graphs[0]
+    assert "batch_norm" not in g.ops, g.ir
+    assert "0.weight" in g.ir  # constants keep their parameter names
 
 
 def test_disable_passes_is_recorded() -> None:

@@ -47,6 +47,7 @@ class Imported:
     outputs: list[OutSpec]
     externs: Counter = field(default_factory=Counter)
     extern_reasons: dict[str, str] = field(default_factory=dict)
+    hints: dict = field(default_factory=dict)  # example value of each size symbol
 
 
 def _tensor_type(val: Any) -> TensorType:
@@ -79,6 +80,7 @@ class _Importer:
         self.input_map: list[int] = []
         self.externs: Counter = Counter()
         self.reasons: dict[str, str] = {}
+        self.hints: dict[sympy.Symbol, int] = {}
         device = None
         for n in gm.graph.nodes:
             v = n.meta.get("val")
@@ -119,7 +121,7 @@ class _Importer:
                 used |= symbols_in(o.value)
         if used - bound:
             raise FallBack(f"sizes {sorted(map(str, used - bound))} are not sizes of any input tensor")
-        return Imported(graph, self.input_map, outputs, self.externs, self.reasons)
+        return Imported(graph, self.input_map, outputs, self.externs, self.reasons, self.hints)
 
     def _placeholder(self, node: fx.Node, pos: int) -> None:
         val = node.meta.get("val")
@@ -128,6 +130,9 @@ class _Importer:
         elif isinstance(val, torch.Tensor):
             self.env[node] = self.b.input(node.name, _tensor_type(val))
             self.input_map.append(pos)
+            for d in val.shape:
+                if isinstance(d, torch.SymInt) and isinstance(d.node.expr, sympy.Symbol) and d.node.hint is not None:
+                    self.hints[dim_of(d)] = int(d.node.hint)
         elif isinstance(val, (torch.SymInt, torch.SymFloat)):
             try:
                 self.env[node] = dim_of(val)
