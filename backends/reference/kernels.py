@@ -69,7 +69,7 @@ def _binary(op: Op) -> Impl:
 
 
 def _prod(x: torch.Tensor, dims: Sequence[int], keepdim: bool) -> torch.Tensor:
-    if not dims:
+    if not dims or x.dim() == 0:
         out = torch.prod(x)
         return out.reshape([1] * x.dim()) if keepdim else out
     for d in sorted((d % x.dim() for d in dims), reverse=True):

@@ -21,7 +21,7 @@ import sympy
 import torch
 import torch.fx as fx
 
-from effc.ir import DType, GraphBuilder, Op, TensorType, Value
+from effc.ir import DType, GraphBuilder, Op, ShapeError, TensorType, Value
 from effc.ir.attrs import InputRef, TorchObj, symbols_in
 
 from .aten_table import ATEN_TABLE
@@ -187,7 +187,8 @@ class _Importer:
                 raise Unsupported("not in effc's op table")
             res = conv(self.cx, bind_schema(node.target, args, kwargs), out)
             return self._check(node, res, out)
-        except Unsupported as e:
+        except (Unsupported, ShapeError) as e:
+            # ShapeError: effc's rule refused operands torch accepted; the extern stays correct
             return self._extern(node, name, args, kwargs, out, str(e))
 
     def _check(self, node: fx.Node, res: Any, out: list[TensorType]) -> Any:

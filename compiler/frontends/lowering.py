@@ -112,5 +112,7 @@ def dtype_arg(x: Any) -> DType | None:
 def int_list(x: Any, n: int | None = None) -> tuple:
     """An int (broadcast to ``n`` entries) or a list of ints/sizes as a tuple."""
     if isinstance(x, (list, tuple)):
+        if n is not None and len(x) == 1 and n > 1:  # torch repeats a one-entry list
+            return tuple(x) * n
         return tuple(x)
     return tuple([x] * (n or 1))

@@ -151,3 +151,16 @@ def test_training_eager_option_falls_back_with_reason() -> None:
     (g,) = backend.explain().graphs
     assert g.fallback and "training" in g.fallback
     assert m.weight.grad is not None
+
+
+def test_rule_refusal_becomes_extern_not_a_crash() -> None:
+    # torch accepts an empty rank-2 index into a rank-1 input; effc's gather rule does not
+    def fn(x):
+        return torch.gather(x, 0, torch.zeros(2, 0, dtype=torch.int64)).sum() + x
+    backend = _check(fn, torch.randn(5), no_externs=False)
+    assert "aten.gather.default" in backend.explain().graphs[0].externs
+
+
+def test_one_entry_padding_list_and_rank0_prod() -> None:
+    _check(lambda x: F.avg_pool2d(x, (3, 3), (1, 1), (1,), True, False, 2), torch.randn(2, 3, 9, 9))
+    _check(lambda x: torch.prod(x, 0, keepdim=True) * 2, torch.randn(()))
