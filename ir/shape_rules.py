@@ -65,6 +65,8 @@ def _binary(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType
     if op in (Op.DIV, Op.ATAN2) and not dtype.is_float and not (
             op is Op.DIV and attrs.get("rounding_mode") is not None):
         dtype = DEFAULT_FLOAT
+    if op is Op.SUB and any(t.dtype.is_bool for t in ins):
+        raise ShapeError("sub does not take bool operands (torch refuses them)")
     if op in (Op.BITWISE_AND, Op.BITWISE_OR, Op.BITWISE_XOR) and dtype.is_float:
         raise ShapeError(f"{op} needs integer or bool inputs")
     if op is Op.DIV and attrs.get("rounding_mode") not in (None, "trunc", "floor"):
@@ -323,6 +325,10 @@ def _layout(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType
                 raise ShapeError(f"pad: negative size on axis {i}")
         if attrs["mode"] not in ("constant", "reflect", "replicate", "circular"):
             raise ShapeError(f"pad: unknown mode {attrs['mode']!r}")
+        npad = len(pads) // 2
+        if attrs["mode"] != "constant" and not (npad <= 3 and x.rank - npad in (1, 2)):
+            raise ShapeError(f"pad: {attrs['mode']} padding of {npad} axes needs a rank {npad + 1} "
+                             f"or {npad + 2} input, got rank {x.rank}")
         return (x.with_shape(shape),)
     if op is Op.RESHAPE:
         return _reshape(op, ins, attrs)
@@ -344,7 +350,9 @@ def _slice_shape(x: TensorType, attrs: Attrs) -> list[Dim]:
                 v = size + v
             if isinstance(size, int):
                 return min(max(v, 0), size)
-            return max(v, 0) if isinstance(v, int) else v
+            if isinstance(v, int):  # a fixed bound on a symbolic axis stops at the axis's end
+                return as_dim(sympy.Min(max(v, 0), size))
+            return v
         return v
 
     s, e = clip(start), clip(end)
@@ -362,6 +370,8 @@ def _cat(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, .
     if not ins:
         raise ShapeError("cat needs at least one input")
     ref = max(ins, key=lambda t: t.rank)
+    if ref.rank == 0:
+        raise ShapeError("cat of rank-0 tensors")
     dim = normalize_axis(attrs["dim"], ref.rank)
     total: Dim = 0
     for t in ins:

@@ -434,3 +434,20 @@ BAD: list[Any] = [
 def test_rule_rejects(op: Op, types: list[TensorType], attrs: dict[str, Any], words: str) -> None:
     with pytest.raises(ShapeError, match=words):
         infer(op, types, attrs)
+
+
+def test_found_by_property_search() -> None:
+    """Rule defects found while writing the graph strategies."""
+    from effc.ir import DType, Op, ShapeError, TensorType, infer, size_symbol
+    import sympy
+    s0 = size_symbol("s0")
+    (t,) = infer(Op.SLICE, [TensorType(DType.F32, (s0,))], {"dim": 0, "start": 0, "end": 3, "step": 1})
+    assert t.shape[0] == sympy.Min(3, s0)
+    with pytest.raises(ShapeError):
+        infer(Op.SUB, [TensorType(DType.F32, (2,)), TensorType(DType.BOOL, ())], {})
+    with pytest.raises(ShapeError):
+        infer(Op.CAT, [TensorType(DType.F32, ())], {"dim": 0})
+    with pytest.raises(ShapeError):
+        infer(Op.PAD, [TensorType(DType.F32, (1, 2, 3, 4))], {"pads": (1, 1), "mode": "reflect", "value": 0.0})
+    (t,) = infer(Op.PAD, [TensorType(DType.F32, (1, 2, 3, 4))], {"pads": (1, 1, 2, 2), "mode": "reflect", "value": 0.0})
+    assert t.shape == (1, 2, 7, 6)
