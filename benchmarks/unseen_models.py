@@ -48,7 +48,7 @@ MODELS = {
     "tv.squeezenet1_1": (_tv("squeezenet1_1"), IMAGE),
     "tv.shufflenet_v2_x0_5": (_tv("shufflenet_v2_x0_5"), IMAGE),
     "tv.regnet_y_400mf": (_tv("regnet_y_400mf"), IMAGE),
-    "tv.vit_b_16": (_tv("vit_b_16", image_size=32, num_layers=2), lambda: torch.randn(2, 3, 32, 32)),
+    "tv.vit_b_16": (_tv("vit_b_16", image_size=32), lambda: torch.randn(2, 3, 32, 32)),
     "tv.swin_t": (_tv("swin_t"), IMAGE),
     "hf.t5": (_hf("T5Model", "T5Config", d_model=64, d_ff=128, num_layers=2, num_heads=4, vocab_size=1000,
                   d_kv=16), "t5"),

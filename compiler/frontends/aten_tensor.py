@@ -177,21 +177,22 @@ def _softmax(op: Op) -> Converter:
     return conv
 
 
-def _sdpa(extra_outputs: int) -> Converter:
-    def conv(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Any:
-        if a.get("dropout_p", 0.0) not in (0, 0.0):
-            raise Unsupported("attention with dropout")
-        if a.get("dropout_mask") is not None:
-            raise Unsupported("attention with a dropout mask")
-        q, k, v = (cx.tensor(a[n]) for n in ("query", "key", "value"))
-        ins = [q, k, v]
-        if a.get("attn_mask") is not None:
-            ins.append(cx.tensor(a["attn_mask"]))
-        scale = a.get("scale")
-        res = cx.op(Op.SDPA, ins, scale=None if scale is None else float(scale),
-                    is_causal=bool(a.get("is_causal", False)), enable_gqa=bool(a.get("enable_gqa", False)))
-        return (res,) + (NOT_COMPUTED,) * extra_outputs if extra_outputs else res
-    return conv
+def _sdpa(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Any:
+    """All of torch's attention entry points; extra outputs (log-sum-exp, RNG state, debug
+    masks) are not computed, so a graph that uses them keeps the torch op."""
+    if a.get("dropout_p", 0.0) not in (0, 0.0):
+        raise Unsupported("attention with dropout")
+    if a.get("dropout_mask") is not None or a.get("return_debug_mask"):
+        raise Unsupported("attention with a dropout or debug mask")
+    q, k, v = (cx.tensor(a[n]) for n in ("query", "key", "value"))
+    ins = [q, k, v]
+    mask = a.get("attn_mask", a.get("attn_bias"))
+    if mask is not None:
+        ins.append(cx.tensor(mask))
+    scale = a.get("scale")
+    res = cx.op(Op.SDPA, ins, scale=None if scale is None else float(scale),
+                is_causal=bool(a.get("is_causal", False)), enable_gqa=bool(a.get("enable_gqa", False)))
+    return (res,) + (NOT_COMPUTED,) * (len(out) - 1) if len(out) > 1 else res
 
 
 TABLE: dict[str, Converter] = {
@@ -230,7 +231,10 @@ TABLE: dict[str, Converter] = {
     "aten._fused_rms_norm.default": _rms_norm(True), "aten.rms_norm.default": _rms_norm(False),
     "aten._softmax.default": _softmax(Op.SOFTMAX), "aten._log_softmax.default": _softmax(Op.LOG_SOFTMAX),
     "aten.softmax.int": _softmax(Op.SOFTMAX), "aten.log_softmax.int": _softmax(Op.LOG_SOFTMAX),
-    "aten.scaled_dot_product_attention.default": _sdpa(0),
-    "aten._scaled_dot_product_flash_attention_for_cpu.default": _sdpa(1),
-    "aten._scaled_dot_product_attention_math.default": _sdpa(1),
+    "aten.scaled_dot_product_attention.default": _sdpa,
+    "aten._scaled_dot_product_flash_attention_for_cpu.default": _sdpa,
+    "aten._scaled_dot_product_attention_math.default": _sdpa,
+    "aten._scaled_dot_product_efficient_attention.default": _sdpa,
+    "aten._scaled_dot_product_flash_attention.default": _sdpa,
+    "aten._scaled_dot_product_cudnn_attention.default": _sdpa,
 }
