@@ -29,9 +29,11 @@ from effc.frontends.fx import FallBack, import_fx
 from effc.options import Options
 from effc.program import compile_imported
 
-# Ops kept whole instead of decomposed: effc has them as single ops that fuse better.
+# Ops kept whole instead of decomposed: effc has them as single ops that fuse better. The CPU
+# flash-attention decomposition is also wrong for training (it returns the probabilities where
+# the log-sum-exp belongs, which the backward then reads), so it must not be used at all.
 _KEEP = ("silu", "silu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "rms_norm",
-         "_fused_rms_norm")
+         "_fused_rms_norm", "_scaled_dot_product_flash_attention_for_cpu")
 
 
 def decompositions() -> dict:

@@ -88,7 +88,10 @@ class Lowering:
             cat = 0 if isinstance(x, bool) else 2 if isinstance(x, float) or (
                 isinstance(x, sympy.Basic) and not x.is_integer) else 1
             widest = {0: DType.BOOL, 1: DType.I64, 2: DType.F64}[cat]
-            if cat <= top or out_dtype is None:
+            if cat <= top and out_dtype is not None and out_dtype.category == cat and all(
+                    t.type.rank == 0 for t in tensors):
+                dtype = out_dtype  # beside only rank-0 tensors, a wider scalar would promote
+            elif cat <= top or out_dtype is None:
                 dtype = widest
             else:
                 dtype = out_dtype if out_dtype.category >= cat else widest
