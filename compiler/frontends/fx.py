@@ -59,11 +59,12 @@ def _tensor_type(val: Any) -> TensorType:
         raise FallBack(str(e)) from None
 
 
-def _out_types(val: Any) -> list[TensorType]:
+def _out_types(val: Any) -> list[TensorType | None]:
+    """Types of an op's outputs; None for a non-tensor entry (an RNG seed, an absent mask)."""
     if isinstance(val, torch.Tensor):
         return [_tensor_type(val)]
     if isinstance(val, (tuple, list)):
-        return [_tensor_type(v) for v in val]
+        return [_tensor_type(v) if isinstance(v, torch.Tensor) else None for v in val]
     raise FallBack(f"an op returns {type(val).__name__}")
 
 
@@ -191,14 +192,16 @@ class _Importer:
             # ShapeError: effc's rule refused operands torch accepted; the extern stays correct
             return self._extern(node, name, args, kwargs, out, str(e))
 
-    def _check(self, node: fx.Node, res: Any, out: list[TensorType]) -> Any:
+    def _check(self, node: fx.Node, res: Any, out: list[TensorType | None]) -> Any:
         single = isinstance(node.meta.get("val"), torch.Tensor)
         items = (res,) if isinstance(res, Value) else tuple(res)
         if len(items) != len(out):
             raise Unsupported(f"converter made {len(items)} outputs, torch has {len(out)}")
         used = _used_outputs(node, len(items))
         for i, (v, t) in enumerate(zip(items, out)):
-            if v is NOT_COMPUTED:
+            if v is NOT_COMPUTED or t is None:
+                if v is not NOT_COMPUTED:
+                    raise Unsupported(f"output {i} is not a tensor in torch")
                 if i in used:
                     raise Unsupported(f"output {i} is used but effc does not compute it")
                 continue
@@ -206,8 +209,10 @@ class _Importer:
                 raise Unsupported(f"type rule disagreement: effc {v.type}, torch {t}")
         return items[0] if single else items
 
-    def _extern(self, node: fx.Node, name: str, args: Any, kwargs: Any, out: list[TensorType],
+    def _extern(self, node: fx.Node, name: str, args: Any, kwargs: Any, out: list[TensorType | None],
                 reason: str) -> Any:
+        if any(t is None for t in out):
+            raise FallBack(f"{name} ({reason}) returns non-tensor outputs, which extern nodes cannot")
         inputs: list[Value] = []
         targs = tuple(_template(a, inputs) for a in args)
         tkw = {k: _template(v, inputs) for k, v in kwargs.items()}
@@ -259,4 +264,7 @@ def _param_name(node: fx.Node) -> str:
 
 def import_fx(gm: fx.GraphModule, constants: Mapping[int, torch.Tensor] | None = None) -> Imported:
     """Convert ``gm``; ``constants`` maps placeholder positions to the tensors they always hold."""
-    return _Importer(gm, constants or {}).run()
+    try:
+        return _Importer(gm, constants or {}).run()
+    except (Unsupported, ShapeError) as e:  # outside any one op's conversion: the graph as a whole
+        raise FallBack(str(e)) from e
