@@ -159,6 +159,24 @@ def _copy(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
     return v
 
 
+def _index(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
+    """x[..., idx, ...] with one integer index tensor: index_select over the flattened index,
+    then the index's shape put back in place of the indexed axis."""
+    x = cx.tensor(a["self"])
+    idxs = list(a["indices"])
+    used = [i for i, t in enumerate(idxs) if t is not None]
+    if len(used) != 1:
+        raise Unsupported("advanced indexing with several index tensors")
+    d = used[0]
+    idx = cx.tensor(idxs[d])
+    if not idx.type.dtype.is_int:
+        raise Unsupported("indexing with a boolean mask")
+    flat = idx if idx.type.rank == 1 else cx.op(Op.RESHAPE, [idx], shape=(-1,))
+    sel = cx.op(Op.INDEX_SELECT, [x, flat], dim=d)
+    shape = x.type.shape[:d] + idx.type.shape + x.type.shape[d + 1:]
+    return sel if idx.type.rank == 1 else cx.op(Op.RESHAPE, [sel], shape=shape)
+
+
 TABLE: dict[str, Converter] = {
     "aten.view.default": _reshape("size"), "aten._unsafe_view.default": _reshape("size"),
     "aten.reshape.default": _reshape("shape"), "aten.view_copy.default": _reshape("size"),
@@ -175,7 +193,7 @@ TABLE: dict[str, Converter] = {
     "aten.reflection_pad3d.default": _pad("reflect"),
     "aten.replication_pad1d.default": _pad("replicate"), "aten.replication_pad2d.default": _pad("replicate"),
     "aten.replication_pad3d.default": _pad("replicate"),
-    "aten.gather.default": _gather, "aten.index_select.default": _index_select,
+    "aten.gather.default": _gather, "aten.index.Tensor": _index, "aten.index_select.default": _index_select,
     "aten.embedding.default": _embedding,
     "aten.arange.start_step": _arange, "aten.arange.start": _arange, "aten.arange.default": _arange,
     "aten.full.default": _full, "aten.full_like.default": _full_like,

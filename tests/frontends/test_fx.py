@@ -180,3 +180,17 @@ def test_attention_gradients_match_eager() -> None:
     torch.compile(fn, backend="effc")(q, k, v).square().sum().backward()
     for t, g in zip((q, k, v), eager):
         torch.testing.assert_close(t.grad, g, rtol=1e-4, atol=1e-5)
+
+
+def test_integer_indexing_becomes_index_select() -> None:
+    idx = torch.tensor([[0, 2], [1, 1]])
+
+    def fn(x):
+        return x[idx] + 1, x[:, torch.tensor([3, 0])], x[:, :, torch.tensor([1])]
+    backend = _check(fn, torch.randn(3, 4, 2))
+    assert backend.explain().graphs[0].ops.get("index_select") == 3
+    # a boolean mask has a data-dependent size: the graph runs in PyTorch, and says why
+    backend = effc.backend()
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(torch.compile(lambda x: x[x > 0].sum(), backend=backend)(x), x[x > 0].sum())
+    assert all(g.fallback for g in backend.explain().graphs if g.target == "eager")
