@@ -171,6 +171,10 @@ def _index(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
     idx = cx.tensor(idxs[d])
     if not idx.type.dtype.is_int:
         raise Unsupported("indexing with a boolean mask")
+    # indexing counts negative indices from the end; index_select does not
+    zero = cx.b.scalar(0, DType.I64)
+    size = cx.b.scalar(x.type.shape[d], DType.I64)
+    idx = cx.op(Op.WHERE, [cx.op(Op.LT, [idx, zero]), cx.op(Op.ADD, [idx, size]), idx])
     flat = idx if idx.type.rank == 1 else cx.op(Op.RESHAPE, [idx], shape=(-1,))
     sel = cx.op(Op.INDEX_SELECT, [x, flat], dim=d)
     shape = x.type.shape[:d] + idx.type.shape + x.type.shape[d + 1:]
