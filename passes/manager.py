@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from effc.debug import log
 from effc.errors import CompileError
-from effc.ir import Graph
+from effc.ir import Graph, Op
 from effc.options import Options
 
 
@@ -56,7 +56,7 @@ def run_pipeline(graph: Graph, pipeline: Sequence[tuple[str, PassFn]], options: 
     if dump:
         _write(dump, "00_input.txt", str(graph))
     for i, (name, fn) in enumerate(pipeline, start=1):
-        before = len(graph.nodes)
+        before = _size(graph)
         if name in options.disable_passes:
             records.append(PassRecord(name, False, 0.0, before, before, skipped=True))
             continue
@@ -69,7 +69,7 @@ def run_pipeline(graph: Graph, pipeline: Sequence[tuple[str, PassFn]], options: 
         if options.verify and result.modified:
             _verify(result.graph, f"pass {name}")
         graph = result.graph
-        rec = PassRecord(name, result.modified, dt, before, len(graph.nodes), list(result.notes),
+        rec = PassRecord(name, result.modified, dt, before, _size(graph), list(result.notes),
                          list(result.rejected))
         records.append(rec)
         if options.explain:
@@ -82,6 +82,11 @@ def run_pipeline(graph: Graph, pipeline: Sequence[tuple[str, PassFn]], options: 
     if dump:
         _write(dump, "passes.json", json.dumps([r.to_json() for r in records], indent=2))
     return graph, records
+
+
+def _size(graph: Graph) -> int:
+    """Nodes that compute something (constants are table entries, not work)."""
+    return sum(1 for n in graph.nodes if n.op is not Op.CONSTANT)
 
 
 def _verify(graph: Graph, after: str) -> None:
