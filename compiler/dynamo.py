@@ -17,6 +17,7 @@ A graph effc cannot express runs in PyTorch, with the reason logged and recorded
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections import deque
 from typing import Any, Callable, Sequence
@@ -62,7 +63,6 @@ def _is_param_source(node: torch.fx.Node) -> str | None:
 
 def _param_label(source: str) -> str:
     # L['self']._modules['h']._modules['0']._parameters['weight'] -> h.0.weight
-    import re
     parts = re.findall(r"\[['\"]([^'\"]+)['\"]\]", source)
     return ".".join(parts[1:]) if parts and parts[0] in ("self", "fn", "mod", "model") else ".".join(parts) or "param"
 

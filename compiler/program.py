@@ -8,7 +8,7 @@ evaluating size outputs from the bound symbols.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import sympy
 import torch

@@ -9,11 +9,11 @@ map straight back onto the IR without a lookup table.
 
 from __future__ import annotations
 
-from collections import deque
-
 import networkx as nx
 
-from .graph import Graph, Node
+from typing import Iterable
+
+from .graph import Graph, Node, Value
 
 
 def to_networkx(graph: Graph) -> nx.MultiDiGraph:
@@ -48,15 +48,19 @@ def topological_check(graph: Graph) -> bool:
     return True
 
 
+def live_nodes(roots: Iterable[Value]) -> set[Node]:
+    """The IR nodes the values ``roots`` depend on (a plain walk up the use-def chains)."""
+    live: set[Node] = set()
+    stack = [v.node for v in roots if v.node is not None]
+    while stack:
+        n = stack.pop()
+        if n in live:
+            continue
+        live.add(n)
+        stack.extend(v.node for v in n.inputs if v.node is not None and v.node not in live)
+    return live
+
+
 def reachable_from_outputs(graph: Graph) -> set[Node]:
     """The IR nodes some graph output depends on; every other node is dead code."""
-    g = to_networkx(graph)
-    seen: set[object] = set()
-    todo = deque(v.node for v in graph.outputs if v.node is not None)
-    while todo:
-        n = todo.popleft()
-        if n in seen:
-            continue
-        seen.add(n)
-        todo.extend(g.predecessors(n) if n in g else ())
-    return {n for n in seen if isinstance(n, Node)}
+    return live_nodes(graph.outputs)

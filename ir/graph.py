@@ -127,13 +127,8 @@ class GraphBuilder:
         return v
 
     def constant(self, tensor: torch.Tensor, name: str = "c") -> Value:
-        """A graph constant holding ``tensor`` itself (no copy)."""
-        key = self._unique(name)
-        self.constants[key] = tensor
-        t = TensorType(DType.from_torch(tensor.dtype), tuple(tensor.shape))
-        node = Node(Op.CONSTANT, (), {"name": key}, (t,))
-        self.nodes.append(node)
-        return node.output
+        """A graph constant holding ``tensor`` itself (no copy), under a fresh name."""
+        return self._add_constant(self._unique(name), tensor)
 
     def scalar(self, value: bool | int | float, dtype: DType) -> Value:
         """A rank-0 tensor holding a python scalar, as a ``full`` node."""
@@ -164,6 +159,9 @@ class GraphBuilder:
         if name in self._names:
             raise ValueError(f"duplicate constant name {name!r}")
         self._names.add(name)
+        return self._add_constant(name, tensor)
+
+    def _add_constant(self, name: str, tensor: torch.Tensor) -> Value:
         self.constants[name] = tensor
         t = TensorType(DType.from_torch(tensor.dtype), tuple(tensor.shape))
         node = Node(Op.CONSTANT, (), {"name": name}, (t,))

@@ -51,3 +51,23 @@ class Rewriter:
     def finish(self, outputs: Sequence[Value] | None = None) -> Graph:
         outs = self.map(self.src.outputs) if outputs is None else list(outputs)
         return self.b.build(outs)
+
+    def finish_pruned(self) -> Graph:
+        """``finish()`` less the nodes this rewrite left without users.
+
+        Nodes already dead in the source stay, with whatever they use: removing those is
+        eliminate_dead_code's job, and its note.
+        """
+        from .analysis import live_nodes
+        out = self.finish()
+        live_before = live_nodes(self.src.outputs)
+        roots = list(out.outputs) + [self.vmap[v] for n in self.src.nodes if n not in live_before
+                                     for v in n.outputs if v in self.vmap]
+        keep = live_nodes(roots)
+        if len(keep) == len(out.nodes):
+            return out
+        prune = Rewriter(out)
+        for n in out.nodes:
+            if n in keep:
+                prune.copy(n)
+        return prune.finish()

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import sympy
 
 from .dtypes import DEFAULT_FLOAT, DType, result_type
-from .ops import BINARY, COMPARE, U_BOOL, U_FLOAT, Family, Op
+from .ops import COMPARE, U_BOOL, U_FLOAT, Family, Op
 from .types import Dim, ShapeError, TensorType, as_dim, broadcast_shapes, dims_equal, normalize_axis
 
 Attrs = Mapping[str, Any]
@@ -70,7 +70,7 @@ def _binary(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType
     if op in (Op.BITWISE_AND, Op.BITWISE_OR, Op.BITWISE_XOR) and dtype.is_float:
         raise ShapeError(f"{op} needs integer or bool inputs")
     if op is Op.DIV and attrs.get("rounding_mode") not in (None, "trunc", "floor"):
-        raise ShapeError(f"div: rounding_mode must be none, 'trunc' or 'floor'")
+        raise ShapeError("div: rounding_mode must be none, 'trunc' or 'floor'")
     return (TensorType(dtype, shape),)
 
 

@@ -14,7 +14,8 @@ leave the constant table with their node.
 
 from __future__ import annotations
 
-from effc.ir import Graph, Node
+from effc.ir import Graph
+from effc.ir.analysis import reachable_from_outputs
 from effc.ir.rewrite import Rewriter
 from effc.options import Options
 
@@ -23,20 +24,8 @@ from .manager import PassResult
 NAME = "eliminate_dead_code"
 
 
-def live_nodes(graph: Graph) -> set[Node]:
-    live: set[Node] = set()
-    stack = [v.node for v in graph.outputs if v.node is not None]
-    while stack:
-        n = stack.pop()
-        if n in live:
-            continue
-        live.add(n)
-        stack.extend(v.node for v in n.inputs if v.node is not None and v.node not in live)
-    return live
-
-
 def run(graph: Graph, options: Options) -> PassResult:
-    live = live_nodes(graph)
+    live = reachable_from_outputs(graph)
     dead = [n for n in graph.nodes if n not in live]
     if not dead:
         return PassResult(graph, False)

@@ -39,7 +39,6 @@ from effc.ir.rewrite import Rewriter
 from effc.options import Options
 
 from .manager import PassResult
-from .simplify import finish_pruned
 
 NAME = "fold_batchnorm"
 
@@ -164,4 +163,4 @@ def run(graph: Graph, options: Options) -> PassResult:
             out = rw.b.node(layer.op, [x, w, b], layer.attrs).output
         rw.replace(node.output, out)
         notes.append(f"folded batch_norm : {node.output.type} into {layer.op} weight {wname}")
-    return PassResult(finish_pruned(graph, rw), True, tuple(notes), tuple(rejected))
+    return PassResult(rw.finish_pruned(), True, tuple(notes), tuple(rejected))

@@ -39,7 +39,6 @@ from effc.ir.types import TensorType
 from effc.options import Options
 
 from .manager import PassResult
-from .simplify import finish_pruned
 
 NAME = "fold_constants"
 
@@ -198,4 +197,4 @@ def run(graph: Graph, options: Options) -> PassResult:
     emit(graph.outputs)
     if not notes:
         return PassResult(graph, False, (), tuple(rejected))
-    return PassResult(finish_pruned(graph, rw), True, tuple(notes), tuple(rejected))
+    return PassResult(rw.finish_pruned(), True, tuple(notes), tuple(rejected))

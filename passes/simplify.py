@@ -28,7 +28,6 @@ from effc.ir.rewrite import Rewriter
 from effc.ir.types import TensorType, normalize_axis
 from effc.options import Options
 
-from .eliminate_dead_code import live_nodes
 from .manager import PassResult
 
 NAME = "simplify"
@@ -288,26 +287,6 @@ _BY_OP: dict[Op, tuple[Rule, ...]] = {
 
 # -- the engine ------------------------------------------------------------------------------
 
-def finish_pruned(src: Graph, rw: Rewriter) -> Graph:
-    """``rw.finish()`` less the nodes the rewrite left without users.
-
-    Nodes that were already dead in ``src`` stay, with whatever they use: removing those is
-    eliminate_dead_code's job, and its note. Shared by the passes that replace nodes.
-    """
-    out = rw.finish()
-    live_before = live_nodes(src)
-    roots = list(out.outputs) + [rw.vmap[v] for n in src.nodes if n not in live_before
-                                 for v in n.outputs if v in rw.vmap]
-    keep = live_nodes(Graph(out.inputs, out.nodes, roots))
-    if len(keep) == len(out.nodes):
-        return out
-    prune = Rewriter(out)
-    for n in out.nodes:
-        if n in keep:
-            prune.copy(n)
-    return prune.finish()
-
-
 def _sweep(graph: Graph, notes: list[str], rejected: dict[str, None]) -> Graph | None:
     """One pass over the nodes; the new graph, or None when no rule fired."""
     rw = Rewriter(graph)
@@ -332,7 +311,7 @@ def _sweep(graph: Graph, notes: list[str], rejected: dict[str, None]) -> Graph |
             break
         else:
             rw.copy(node, site.ins)
-    return finish_pruned(graph, rw) if changed else None
+    return rw.finish_pruned() if changed else None
 
 
 def run(graph: Graph, options: Options) -> PassResult:

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from effc.ir import DType, Op, TensorType, Value
+from effc.ir import Op, TensorType, Value
 
 from .lowering import Args, Converter, Lowering, Unsupported, dtype_arg
 
