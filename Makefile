@@ -1,4 +1,4 @@
-# Quick start:  make demo   (compile the bundled example, print what effc did and the speed ratio)
+# Quick start:  make demo   (compile the bundled examples: a torch module, then an ONNX file with the CLI)
 #               make test   (the test suite; what CI runs)
 # Both create .venv and install what they need on first use.
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
+	$(BIN)/effc compile examples/smallnet.onnx -o build/smallnet --force
+	$(BIN)/effc check examples/smallnet.onnx --against onnxruntime --dim batch=4
+	$(BIN)/effc bench examples/smallnet.onnx --dim batch=4
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
@@ -28,4 +31,4 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info build

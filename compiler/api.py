@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,14 +36,19 @@ class CompiledModel:
 
 def compile(fn: Callable | torch.nn.Module, example_inputs: Sequence[Any] = (), *,
             target: str = "auto", dynamic: bool | None = None, **options: Any) -> CompiledModel:
-    """Compile ``fn`` (a module or function of tensors) with effc.
+    """Compile ``fn`` (a module or function of tensors) with effc; or an ONNX model (a file
+    path, serialized bytes or ``onnx.ModelProto``), which gives an ``effc.onnx_model.OnnxModel``.
 
     ``example_inputs`` are used once, to trace and compile; ``dynamic=True`` makes every size
     symbolic up front (otherwise sizes become symbolic after the first change, as in
     torch.compile). ``options`` are effc options, e.g. ``disable_passes=["fold_batchnorm"]``.
     """
-    if isinstance(fn, (str, bytes)) or hasattr(fn, "SerializeToString"):
-        raise UserError("compiling ONNX models is not available in this version of effc")
+    if isinstance(fn, (str, bytes, os.PathLike)) or hasattr(fn, "SerializeToString"):
+        if example_inputs:
+            raise UserError("an ONNX model is compiled from its declared input types; "
+                            "pass no example inputs")
+        from effc.onnx_model import compile_onnx
+        return compile_onnx(fn, Options.from_mapping({"target": target, **options}))
     if not callable(fn):
         raise UserError(f"effc.compile needs a module or function, got {type(fn).__name__}")
     opts = Options.from_mapping({"target": target, **options})

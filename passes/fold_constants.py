@@ -23,6 +23,10 @@ computed at run time (in the same dtype, not widened).
   reported in ``rejected``, and still counts as known, so a reduction after it can fold.
 - ``full`` and ``arange`` themselves: they are cheap to run, smaller than any constant, and
   later passes (simplify, fusion) read their scalar value from the attributes.
+- a ``permute`` read only as a matmul operand (a linear layer's weight transpose): the
+  matmul reads either layout (a view at run time, a transposed operand for a GEMM template),
+  and a stored copy would change which layout the kernel sees and duplicate the weight while
+  the original is still used elsewhere.
 """
 
 from __future__ import annotations
@@ -73,6 +77,14 @@ def _growth(sources: Sequence[TensorType], outs: Sequence[TensorType]) -> str | 
             return (f"result of {n_out} {unit} from constants of {n_in}; storing it would cost "
                     f"more memory than computing it")
     return None
+
+
+_MATMULS = (Op.MATMUL, Op.ADDMM, Op.LINEAR)
+
+
+def _feeds_only_matmuls(node: Node, users: dict[Value, list[Node]], graph: Graph) -> bool:
+    us = users.get(node.output, [])
+    return bool(us) and node.output not in graph.outputs and all(u.op in _MATMULS for u in us)
 
 
 class _Known:
@@ -148,8 +160,15 @@ def run(graph: Graph, options: Options) -> PassResult:
         assert v.node is not None
         return (v.node.attrs["name"] if v.node.op is Op.CONSTANT else v.node.op.value), ()
 
+    users = graph.users()
     for node in graph.nodes:
         out_types = [v.type for v in node.outputs]
+        if node.op is Op.PERMUTE and _feeds_only_matmuls(node, users, graph):
+            keep(node)
+            if all(v in known for v in node.inputs):
+                known.add_lazy(node)
+                sources[node.output] = frozenset().union(*(sources[v] for v in node.inputs))
+            continue
         if node.op is Op.CONSTANT:
             keep(node)
             known.add_constant(node)

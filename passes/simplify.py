@@ -44,6 +44,17 @@ class Site:
     node: Node
     ins: tuple[Value, ...]
     b: GraphBuilder
+    uses: Mapping[Value, int]  # uses of each value of the graph being rewritten
+
+    def sole_use(self, i: int) -> bool:
+        """Whether input ``i`` is used by this node only (so absorbing its producer
+        duplicates no work)."""
+        v = self.node.inputs[i]
+        return self.uses.get(v, 0) == 1 and v not in self.graph_outputs
+
+    @property
+    def graph_outputs(self) -> frozenset[Value]:
+        return self.uses.get("outputs", frozenset())  # type: ignore[call-overload, return-value]
 
     @property
     def out(self) -> TensorType:
@@ -252,6 +263,27 @@ def _unsqueeze_squeeze(s: Site) -> Value | str | None:
     return x
 
 
+def _matmul_bias(s: Site) -> Value | str | None:
+    # matmul(x, w) + b -> addmm(b, x, w)   for 2-D x and w, b broadcasting over rows, one dtype
+    # (ONNX's Gemm arrives as mm + add; torch.compile's linear as addmm: one vocabulary)
+    for mm_at in (0, 1):
+        inner = _producer(s.ins[mm_at], Op.MATMUL)
+        if inner is None:
+            continue
+        bias = s.ins[1 - mm_at]
+        x, w = inner.inputs
+        if x.type.rank != 2 or w.type.rank != 2 or bias.type.rank not in (1, 2):
+            return None
+        if len({x.type.dtype, w.type.dtype, bias.type.dtype, s.out.dtype}) != 1 or not s.out.dtype.is_float:
+            return None
+        if bias.type.rank == 2 and bias.type.shape[0] != 1:
+            return None
+        if not s.sole_use(mm_at):
+            return "the matmul has other users"
+        return s.b.op(Op.ADDMM, [bias, x, w], beta=1, alpha=1)
+    return None
+
+
 def _rule(name: str, ops: Sequence[Op], fn: RuleFn) -> Rule:
     return Rule(name, frozenset(ops), fn)
 
@@ -280,6 +312,8 @@ RULES: tuple[Rule, ...] = (
     _rule("squeeze_unsqueeze", [Op.SQUEEZE], _squeeze_unsqueeze),
     # unsqueeze(squeeze(x, [d]), d) -> x
     _rule("unsqueeze_squeeze", [Op.UNSQUEEZE], _unsqueeze_squeeze),
+    # matmul(x, w) + b -> addmm(b, x, w)
+    _rule("matmul_bias", [Op.ADD], _matmul_bias),
 )
 _BY_OP: dict[Op, tuple[Rule, ...]] = {
     op: tuple(r for r in RULES if op in r.ops) for op in set().union(*(r.ops for r in RULES))}
@@ -291,9 +325,11 @@ def _sweep(graph: Graph, notes: list[str], rejected: dict[str, None]) -> Graph |
     """One pass over the nodes; the new graph, or None when no rule fired."""
     rw = Rewriter(graph)
     changed = False
+    uses: dict[Any, Any] = {v: len(ns) for v, ns in graph.users().items()}
+    uses["outputs"] = frozenset(graph.outputs)
     for node in graph.nodes:
         rules = _BY_OP.get(node.op, ()) if len(node.outputs) == 1 else ()
-        site = Site(node, tuple(rw.map(node.inputs)), rw.b)
+        site = Site(node, tuple(rw.map(node.inputs)), rw.b, uses)
         for rule in rules:
             found = rule.fn(site)
             if found is None:

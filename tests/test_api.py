@@ -113,6 +113,8 @@ def test_entry_point_registers_backend_without_importing_effc() -> None:
     assert out.stdout.strip().endswith("ok")
 
 
-def test_onnx_input_is_refused_clearly_for_now() -> None:
-    with pytest.raises(effc.UserError, match="ONNX"):
+def test_onnx_paths_go_to_the_onnx_frontend() -> None:
+    with pytest.raises(effc.UserError, match="no such file: model.onnx"):
         effc.compile("model.onnx")
+    with pytest.raises(effc.UserError, match="no example inputs"):
+        effc.compile("model.onnx", [torch.ones(1)])

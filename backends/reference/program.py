@@ -111,6 +111,9 @@ class ReferenceProgram:
             if isinstance(out, torch.Tensor):
                 out = (out,)
             for s, t, v in zip(step.outs, out, step.node.outputs):
+                if step.node.op is Op.EXTERN and t.dtype != v.type.dtype.to_torch() and not self.upcast:
+                    raise CompileError(f"{_describe(step.node, attrs)} returned {t.dtype}; "
+                                       f"the IR records {v.type.dtype}")
                 if t.device != device:
                     t = t.to(device)
                 if self.upcast and t.is_floating_point() and t.dtype != torch.float64:

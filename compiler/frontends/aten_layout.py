@@ -92,6 +92,13 @@ def _pad(mode: str) -> Converter:
     return conv
 
 
+def _unflatten(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
+    x = cx.tensor(a["self"])
+    d = a["dim"] % x.type.rank if x.type.rank else 0
+    shape = list(x.type.shape[:d]) + list(int_list(a["sizes"])) + list(x.type.shape[d + 1:])
+    return cx.op(Op.RESHAPE, [x], shape=tuple(shape))
+
+
 def _expand(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
     return cx.op(Op.EXPAND, [cx.tensor(a["self"])], shape=int_list(a["size"]))
 
@@ -183,9 +190,9 @@ def _index(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Value:
 
 TABLE: dict[str, Converter] = {
     "aten.view.default": _reshape("size"), "aten._unsafe_view.default": _reshape("size"),
-    "aten.reshape.default": _reshape("shape"), "aten.view_copy.default": _reshape("size"),
+    "aten.reshape.default": _reshape("shape"), "aten.unflatten.int": _unflatten, "aten.view_copy.default": _reshape("size"),
     "aten.permute.default": _permute, "aten.transpose.int": _transpose, "aten.t.default": _t,
-    "aten.expand.default": _expand,
+    "aten.expand.default": _expand, "aten.broadcast_to.default": _expand,
     "aten.squeeze.dim": _squeeze, "aten.squeeze.dims": _squeeze, "aten.squeeze.default": _squeeze,
     "aten.unsqueeze.default": lambda cx, a, out: cx.op(Op.UNSQUEEZE, [cx.tensor(a["self"])], dim=a["dim"]),
     "aten.slice.Tensor": _slice,

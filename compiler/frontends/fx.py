@@ -214,22 +214,24 @@ class _Importer:
         if any(t is None for t in out):
             raise FallBack(f"{name} ({reason}) returns non-tensor outputs, which extern nodes cannot")
         inputs: list[Value] = []
-        targs = tuple(_template(a, inputs) for a in args)
-        tkw = {k: _template(v, inputs) for k, v in kwargs.items()}
+        targs = tuple(extern_template(a, inputs) for a in args)
+        tkw = {k: extern_template(v, inputs) for k, v in kwargs.items()}
         n = self.b.node(Op.EXTERN, inputs, {"target": name, "args": targs, "kwargs": tkw}, out)
         self.externs[name] += 1
         self.reasons.setdefault(name, reason)
         return n.outputs[0] if isinstance(node.meta.get("val"), torch.Tensor) else n.outputs
 
 
-def _template(a: Any, inputs: list[Value]) -> Any:
+def extern_template(a: Any, inputs: list[Value]) -> Any:
+    """An extern call's argument with tensors replaced by references to the node's inputs
+    (appended to ``inputs``); FallBack for an argument extern nodes cannot carry."""
     if isinstance(a, Value):
         inputs.append(a)
         return InputRef(len(inputs) - 1)
     if a is None or isinstance(a, (bool, int, float, str)) or isinstance(a, sympy.Basic):
         return a
     if isinstance(a, (list, tuple)):
-        return tuple(_template(x, inputs) for x in a)
+        return tuple(extern_template(x, inputs) for x in a)
     if isinstance(a, torch.dtype):
         try:
             return DType.from_torch(a)

@@ -52,7 +52,8 @@ def bind_schema(op: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict
 
 
 def is_number(x: Any) -> bool:
-    return isinstance(x, (bool, int, float)) or (isinstance(x, sympy.Basic) and not isinstance(x, sympy.logic.boolalg.Boolean))
+    # sympy.Expr, not Basic minus Boolean: a plain Symbol is both an Expr and a Boolean
+    return isinstance(x, (bool, int, float)) or isinstance(x, sympy.Expr)
 
 
 class Lowering:

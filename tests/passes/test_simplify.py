@@ -281,10 +281,41 @@ graph(%x: f32[4]) {
   %2 = add(%1, %x) : f32[4]
   return %2
 }"""),
+    ("matmul_bias", """
+graph(%x: f32[s0, 8], %w: f32[8, 4], %b: f32[4]) {
+  %0 = matmul(%x, %w) : f32[s0, 4]
+  %1 = add(%b, %0) : f32[s0, 4]
+  return %1
+}""", """
+graph(%x: f32[s0, 8], %w: f32[8, 4], %b: f32[4]) {
+  %0 = addmm(%b, %x, %w) {beta=1, alpha=1} : f32[s0, 4]
+  return %0
+}"""),
 ]
 
 # (id, graph the rules must leave alone, words the rejection must contain or None)
 NEGATIVES = [
+    # the matmul result is used twice: absorbing it into addmm would compute it twice
+    ("matmul_bias_shared", """
+graph(%x: f32[2, 8], %w: f32[8, 4], %b: f32[4]) {
+  %0 = matmul(%x, %w) : f32[2, 4]
+  %1 = add(%0, %b) : f32[2, 4]
+  %2 = mul(%0, %1) : f32[2, 4]
+  return %2
+}""", "other users"),
+    # batched matmul and a bias of another dtype have no addmm form
+    ("matmul_bias_batched", """
+graph(%x: f32[3, 2, 8], %w: f32[8, 4], %b: f32[4]) {
+  %0 = matmul(%x, %w) : f32[3, 2, 4]
+  %1 = add(%0, %b) : f32[3, 2, 4]
+  return %1
+}""", None),
+    ("matmul_bias_bias_per_row", """
+graph(%x: f32[2, 8], %w: f32[8, 4], %b: f32[2, 4]) {
+  %0 = matmul(%x, %w) : f32[2, 4]
+  %1 = add(%0, %b) : f32[2, 4]
+  return %1
+}""", None),
     # x * 0 is not 0: x may be NaN or inf.
     ("mul_zero", """
 graph(%x: f32[4]) {

@@ -1,0 +1,15 @@
+"""The cost model: predicted seconds for a piece of work on a target.
+
+One interface for every decision that trades implementations: ``predict_node(node, env,
+target)`` gives a ``Prediction`` (seconds, and the features it was computed from, so that a
+learned model can later replace the formula behind the same call). The first model is an
+analytical roofline: the larger of bytes moved over memory bandwidth and FLOPs over peak
+compute, plus a fixed per-kernel overhead. Ceilings are defaults for the target until a
+calibration run measures them.
+"""
+
+from __future__ import annotations
+
+from .roofline import CPU_DEFAULT, Prediction, Target, node_bytes, node_flops, predict_node
+
+__all__ = ["CPU_DEFAULT", "Prediction", "Target", "node_bytes", "node_flops", "predict_node"]

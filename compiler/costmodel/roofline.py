@@ -1,0 +1,101 @@
+"""Analytical roofline: time = max(bytes / bandwidth, flops / peak) + overhead.
+
+Bytes count every input read once and every output written once (what an unfused kernel
+moves); FLOPs count multiply-adds as two for matmul and convolution, one per element and
+operand for element-wise math, and one per input element for reductions, norms and softmax
+(several passes over the data count in bytes, not here). Layout ops move bytes and do no math.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import sympy
+
+from effc.ir import Family, Node, Op, TensorType
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    bandwidth: float        # bytes per second, read + write, from main memory
+    peak_flops: float       # float32 FLOP/s
+    overhead: float         # seconds per kernel launch / call
+    calibrated: bool = False
+
+
+# A 2-core x86-64 server slice: stream-copy bandwidth ~10 GB/s, two AVX2 FMA pipes per core
+# at ~2.5 GHz (2 cores x 2 x 8 lanes x 2 x 2.5e9 ~ 160 GFLOP/s, of which ~60% reachable).
+CPU_DEFAULT = Target("cpu 2 cores (uncalibrated defaults)", 10e9, 100e9, 2e-6)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    seconds: float
+    confidence: str          # "low": default ceilings or unknown sizes; "medium": calibrated
+    features: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "confidence": self.confidence, "features": self.features}
+
+
+def _numel(t: TensorType, env: Mapping[Any, int]) -> int | None:
+    n = t.numel()
+    if isinstance(n, int):
+        return n
+    try:
+        v = sympy.sympify(n).subs(env)
+        return int(v) if v.is_number else None
+    except (TypeError, ValueError):
+        return None
+
+
+def node_bytes(node: Node, env: Mapping[Any, int]) -> int | None:
+    total = 0
+    for v in list(node.inputs) + list(node.outputs):
+        n = _numel(v.type, env)
+        if n is None:
+            return None
+        total += n * v.type.dtype.itemsize
+    return total
+
+
+def node_flops(node: Node, env: Mapping[Any, int]) -> int | None:
+    fam = node.op.family
+    out = _numel(node.outputs[0].type, env) if node.outputs else 0
+    if out is None:
+        return None
+    if fam in (Family.LAYOUT, Family.INDEX, Family.CREATE, Family.CONSTANT, Family.CAST):
+        return 0
+    if fam is Family.MATMUL:
+        a = node.inputs[1] if node.op is Op.ADDMM else node.inputs[0]
+        k = a.type.shape[-1] if a.type.rank else 1
+        k = int(sympy.sympify(k).subs(env)) if not isinstance(k, int) else k
+        return 2 * out * k
+    if fam is Family.CONV:
+        w = node.inputs[1].type
+        per_out = math.prod(int(d) for d in w.shape[1:]) if w.is_static else None
+        if node.attrs.get("transposed"):
+            x = _numel(node.inputs[0].type, env)
+            return None if x is None or per_out is None else 2 * x * int(w.shape[0]) * math.prod(int(d) for d in w.shape[2:])
+        return None if per_out is None else 2 * out * per_out
+    if fam in (Family.REDUCE, Family.NORM, Family.SOFTMAX, Family.POOL, Family.SCAN, Family.ATTENTION):
+        src = _numel(node.inputs[0].type, env)
+        return None if src is None else src * (5 if fam in (Family.NORM, Family.SOFTMAX) else 1)
+    return out * max(1, len(node.inputs) - 1)
+
+
+def predict_node(node: Node, env: Mapping[Any, int], target: Target = CPU_DEFAULT) -> Prediction | None:
+    """Predicted time of ``node`` run as one kernel; None where sizes are unknown."""
+    if node.op is Op.CONSTANT:
+        return None
+    b, f = node_bytes(node, env), node_flops(node, env)
+    if b is None or f is None:
+        return None
+    memory, compute = b / target.bandwidth, f / target.peak_flops
+    seconds = max(memory, compute) + target.overhead
+    return Prediction(seconds, "medium" if target.calibrated else "low",
+                      {"bytes": b, "flops": f, "bound": "memory" if memory >= compute else "compute",
+                       "target": target.name})
