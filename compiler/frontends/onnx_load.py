@@ -105,6 +105,8 @@ def prepare(proto: Any) -> Any:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception as e:  # InferenceError, or RuntimeError from C++
         raise ModelError(f"ONNX shape inference failed: {_line(e)}") from None
+    from .onnx_fold import rewrite
+    proto = rewrite(proto)
     _check_types_and_sizes(proto)
     return proto
 
