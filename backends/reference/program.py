@@ -33,7 +33,7 @@ def _widen(v: Any) -> Any:
 
 
 class _Step:
-    __slots__ = ("node", "kernel", "args", "attrs", "outs", "frees")
+    __slots__ = ("node", "kernel", "args", "attrs", "outs", "frees", "is_extern")
 
     def __init__(self, node: Node, args: list[int], outs: list[int], upcast: bool) -> None:
         self.node = node
@@ -42,6 +42,7 @@ class _Step:
         self.attrs = {k: SymbolicAttrs(_widen(v) if upcast else v) for k, v in node.attrs.items()}
         self.outs = outs
         self.frees: list[int] = []
+        self.is_extern = node.op is Op.EXTERN  # an extern's torch op may return another dtype
 
 
 class ReferenceProgram:
@@ -111,7 +112,7 @@ class ReferenceProgram:
             if isinstance(out, torch.Tensor):
                 out = (out,)
             for s, t, v in zip(step.outs, out, step.node.outputs):
-                if step.node.op is Op.EXTERN and t.dtype != v.type.dtype.to_torch() and not self.upcast:
+                if step.is_extern and t.dtype != v.type.dtype.to_torch() and not self.upcast:
                     raise CompileError(f"{_describe(step.node, attrs)} returned {t.dtype}; "
                                        f"the IR records {v.type.dtype}")
                 if t.device != device:
