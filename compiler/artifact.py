@@ -430,7 +430,7 @@ def _spec(d: Mapping[str, Any]) -> "TensorSpec":
     (TensorSpec later hands these strings to sympy, which must never see arbitrary text)."""
     from effc.ir import DType
     from effc.ir.parser import ParseError, parse_size
-    from effc.onnx_model import TensorSpec
+    from effc.onnx_model import TensorSpec, wire_type
 
     shape: list[int | str] = []
     for x in d["shape"]:
@@ -444,7 +444,7 @@ def _spec(d: Mapping[str, Any]) -> "TensorSpec":
         shape.append(x)
     if not isinstance(d["name"], str):
         raise ValueError("a name is not a string")
-    return TensorSpec(d["name"], DType(d["dtype"]), tuple(shape))
+    return TensorSpec(d["name"], DType(d["dtype"]), tuple(shape), wire_type(d.get("wire")))
 
 
 def _one_line(e: BaseException) -> str:

@@ -27,17 +27,39 @@ from effc.report import Explain, GraphReport
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: its ONNX name, dtype, and shape (ints and symbol names)."""
+    """A model input or output: its ONNX name, dtype, and shape (ints and symbol names).
+    ``wire`` is the unsigned type the model declares ("uint16", "uint32", "uint64") where effc
+    computes in ``dtype`` int64 (``frontends/onnx_unsigned.py``); callers pass and get ``wire``."""
     name: str
     dtype: DType
     shape: tuple[int | str, ...]
+    wire: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype.value, "shape": list(self.shape)}
+        d = {"name": self.name, "dtype": self.dtype.value, "shape": list(self.shape)}
+        return d | ({"wire": self.wire} if self.wire else {})
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> "TensorSpec":
-        return TensorSpec(str(d["name"]), DType(d["dtype"]), tuple(d["shape"]))
+        return TensorSpec(str(d["name"]), DType(d["dtype"]), tuple(d["shape"]), wire_type(d.get("wire")))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype of the tensors callers pass or get."""
+        return getattr(torch, self.wire) if self.wire else self.dtype.to_torch()
+
+    def inward(self, t: torch.Tensor) -> torch.Tensor:
+        """A caller's tensor as effc computes with it (unsigned values into int64)."""
+        if not self.wire or t.dtype is not self.torch_dtype:
+            return t
+        return t.view(torch.int64) if self.wire == "uint64" else t.to(torch.int64)
+
+    def outward(self, t: torch.Tensor) -> torch.Tensor:
+        """A computed tensor as the caller gets it (int64 back to the declared unsigned type)."""
+        if not self.wire:
+            return t
+        return t.view(torch.uint64) if self.wire == "uint64" else t.to(self.torch_dtype)
+
 
     def concrete_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
         """The shape with every symbolic size taken from ``sizes``; an expression such as
@@ -54,6 +76,15 @@ class TensorSpec:
                 raise InputError(f"{self.name}: size {', '.join(missing)} is not given")
             out.append(int(expr.subs(env)))
         return tuple(out)
+
+
+def wire_type(w: Any) -> str | None:
+    """A spec's wire type read from JSON: None or one of the unsigned types."""
+    if w is None:
+        return None
+    if w not in ("uint16", "uint32", "uint64"):
+        raise ValueError(f"bad wire type {w!r}")
+    return str(w)
 
 
 class OnnxModel:
@@ -82,7 +113,8 @@ class OnnxModel:
             raise InputError(f"the model takes {len(self.inputs)} inputs "
                              f"({', '.join(i.name for i in self.inputs)}), got {len(tensors)}")
         with torch.no_grad():
-            return tuple(self.program(*tensors))
+            outs = self.program(*[spec.inward(t) for spec, t in zip(self.inputs, tensors)])
+        return tuple(spec.outward(t) for spec, t in zip(self.outputs, outs))
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on inputs given by name (numpy arrays or tensors); outputs by name as numpy."""
@@ -101,7 +133,7 @@ class OnnxModel:
                     for s in _size(d).free_symbols:
                         sizes.setdefault(str(s), 1)
         rng = np.random.default_rng(seed)
-        return {i.name: random_array(i.dtype, i.concrete_shape(sizes), rng) for i in self.inputs}
+        return {i.name: random_array(i.dtype, i.concrete_shape(sizes), rng, i.wire) for i in self.inputs}
 
 
 def _size(d: Any) -> sympy.Expr:
@@ -124,7 +156,9 @@ def check_names(specs: Sequence[TensorSpec], given: Mapping[str, Any], source: s
         raise InputError(f"{where}missing input {', '.join(map(repr, missing))}")
 
 
-def random_array(dtype: DType, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def random_array(dtype: DType, shape: tuple[int, ...], rng: np.random.Generator, wire: str | None = None) -> np.ndarray:
+    if wire:
+        return rng.integers(0, 4, size=shape).astype(wire)
     t = dtype.to_torch()
     if dtype is DType.BOOL:
         return rng.random(shape) < 0.5
@@ -142,7 +176,7 @@ def _as_tensor(x: Any, spec: TensorSpec) -> torch.Tensor:
     except Exception as e:  # an object numpy cannot turn into an array
         raise InputError(f"input {spec.name!r}: cannot make an array of {type(x).__name__}: {e}") from None
     if a.dtype == object or a.dtype.kind in "USV":
-        raise InputError(f"input {spec.name!r}: expected {spec.dtype.value} data, got {a.dtype}")
+        raise InputError(f"input {spec.name!r}: expected {spec.wire or spec.dtype.value} data, got {a.dtype}")
     return to_torch(a)
 
 
@@ -209,7 +243,10 @@ class ValueSpecializedModel(OnnxModel):
         self.label = label
         self.variants: dict[tuple, OnnxModel] = {}
         self._last: OnnxModel | None = None
-        outputs = [TensorSpec(vi.name, _declared_dtype(vi), _declared_shape(vi, k)) for k, vi in enumerate(out_vis)]
+        from effc.frontends.onnx_unsigned import wire_types
+        wires = wire_types(proto)
+        outputs = [TensorSpec(vi.name, _declared_dtype(vi), _declared_shape(vi, k), wires.get(vi.name))
+                   for k, vi in enumerate(out_vis)]
         super().__init__(None, inputs, outputs, options, None, None)  # type: ignore[arg-type]
 
     @property
@@ -254,9 +291,10 @@ class ValueSpecializedModel(OnnxModel):
         values = {i: tensors[i] for i in self.positions}
         for i, t in values.items():
             spec = self.inputs[i]
-            if not isinstance(t, torch.Tensor) or t.dtype != spec.dtype.to_torch() or t.dim() != len(spec.shape):
-                raise InputError(f"input {spec.name!r}: expected {spec.dtype.value} with "
+            if not isinstance(t, torch.Tensor) or t.dtype not in (spec.dtype.to_torch(), spec.torch_dtype) or t.dim() != len(spec.shape):
+                raise InputError(f"input {spec.name!r}: expected {spec.wire or spec.dtype.value} with "
                                  f"{len(spec.shape)} dimensions")
+        values = {i: self.inputs[i].inward(t) for i, t in values.items()}
         key = tuple((i, tuple(t.shape), t.detach().cpu().contiguous().numpy().tobytes()) for i, t in values.items())
         variant = self.variants.get(key)
         if variant is None:

@@ -72,7 +72,7 @@ def random_feeds(specs: Sequence["TensorSpec"], sizes: Mapping[str, int],
     from effc.onnx_model import random_array
 
     rng = np.random.default_rng(seed)
-    return {s.name: random_array(s.dtype, shape_of(s, sizes), rng) for s in specs}
+    return {s.name: random_array(s.dtype, shape_of(s, sizes), rng, s.wire) for s in specs}
 
 
 def check_feeds(specs: Sequence["TensorSpec"], arrays: Mapping[str, np.ndarray],
@@ -89,7 +89,7 @@ def check_feeds(specs: Sequence["TensorSpec"], arrays: Mapping[str, np.ndarray],
         want = numpy_dtype(spec)
         if a.dtype != want and not (spec.dtype.value == "bf16" and a.dtype == np.float32):
             raise InputError(f"{source}: input {spec.name!r} has dtype {a.dtype}, the model "
-                             f"expects {want} ({spec.dtype.value})")
+                             f"expects {want} ({spec.wire or spec.dtype.value})")
         if a.ndim != len(spec.shape):
             raise InputError(f"{source}: input {spec.name!r} has shape {list(a.shape)}, the model "
                              f"expects {_shape_text(spec)}")
@@ -110,6 +110,8 @@ def check_feeds(specs: Sequence["TensorSpec"], arrays: Mapping[str, np.ndarray],
 
 def numpy_dtype(spec: "TensorSpec") -> np.dtype:
     import torch
+    if spec.wire:
+        return np.dtype(spec.wire)    # an unsigned type effc computes in int64
     if spec.dtype.value == "bf16":
         return np.dtype(np.float32)   # numpy has no bfloat16: given as float32, rounded on entry
     return torch.empty((), dtype=spec.dtype.to_torch()).numpy().dtype
@@ -117,7 +119,7 @@ def numpy_dtype(spec: "TensorSpec") -> np.dtype:
 
 def to_tensors(specs: Sequence["TensorSpec"], feeds: Mapping[str, np.ndarray]) -> list["torch.Tensor"]:
     from effc.onnx_model import to_torch
-    return [to_torch(feeds[spec.name]).to(spec.dtype.to_torch()) for spec in specs]
+    return [to_torch(feeds[spec.name]).to(spec.torch_dtype) for spec in specs]
 
 
 def to_numpy(t: "torch.Tensor") -> np.ndarray:

@@ -27,6 +27,9 @@ from .fx import Imported, OutSpec
 from .lowering import Unsupported
 from .onnx_load import ModelError, dtype_of, type_name
 from .isolate import in_child
+from .onnx_fold import rewrite
+from .onnx_functions import CannotExpand, data_dependent_branches, expand_functions
+from .onnx_ops import rename_own_ops
 from .torch_dialect import ConversionFailed, Converted, Failure, TorchDialectImporter
 
 # Ops torch-mlir would otherwise decompose, kept whole because effc's op table (and the
@@ -91,7 +94,9 @@ def io_specs(proto: Any) -> tuple[list[tuple[str, TensorType]], list[Any], list[
     """The model's runtime inputs (graph inputs that are not initializers) as IR names and
     types, and the input and output specs under the model's own names."""
     from effc.onnx_model import TensorSpec
+    from .onnx_unsigned import wire_types
     inits = {t.name for t in proto.graph.initializer}
+    wires = wire_types(proto)
     ir_inputs: list[tuple[str, TensorType]] = []
     in_specs, out_specs = [], []
     for vi in proto.graph.input:
@@ -99,7 +104,7 @@ def io_specs(proto: Any) -> tuple[list[tuple[str, TensorType]], list[Any], list[
             continue
         t = _value_type(vi, f"input {vi.name!r}")
         ir_inputs.append((sanitize_name(vi.name), t))
-        in_specs.append(TensorSpec(vi.name, t.dtype, _spec_shape(t.shape)))
+        in_specs.append(TensorSpec(vi.name, t.dtype, _spec_shape(t.shape), wires.get(vi.name)))
     for vi in proto.graph.output:
         out_specs.append(vi)
     return ir_inputs, in_specs, out_specs
@@ -138,12 +143,15 @@ def import_onnx(proto: Any) -> tuple[Imported, list[Any], list[Any]]:
     """A checked, shape-inferred ModelProto (``onnx_load.load_model``) as effc IR, with the
     input and output specs under the model's own names."""
     from effc.onnx_model import TensorSpec
+
+    from .onnx_unsigned import wire_types
     ir_inputs, in_specs, out_vis = io_specs(proto)
     _name_nodes(proto)
     _torch_mlir()  # imported here, once, rather than in every child
     conv = in_child(lambda: _convert(proto, ir_inputs), "torch-mlir's ONNX import")
     graph = conv.graph
-    out_specs = [TensorSpec(vi.name, v.type.dtype, _spec_shape(v.type.shape))
+    wires = wire_types(proto)
+    out_specs = [TensorSpec(vi.name, v.type.dtype, _spec_shape(v.type.shape), wires.get(vi.name))
                  for vi, v in zip(out_vis, graph.outputs)]
     imported = Imported(graph, list(range(len(graph.inputs))),
                         [OutSpec("ir", i) for i in range(len(graph.outputs))],
@@ -158,10 +166,13 @@ def _convert(proto: Any, ir_inputs: list[tuple[str, TensorType]]) -> Converted:
     ops (Attention, RMSNormalization, Swish, ...), is expanded into that function's body and
     the import retried; only ops that need it are expanded, so the others keep their one-op
     lowerings."""
-    expand: set[str] = set()
+    rename_own_ops(proto.graph)  # the child's own copy of the model
+    expand: set[str] = set()      # expanded here, in the ONNX model
+    in_importer: set[str] = set()  # expanded by torch-mlir's importer (ONNX cannot here)
     while True:
         try:
-            func, blobs, keep = _lower(proto, expand)
+            _check_branches(proto)
+            func, blobs, keep = _lower(proto, in_importer)
             try:
                 return TorchDialectImporter(func, ir_inputs, blobs).run()
             finally:
@@ -173,13 +184,27 @@ def _convert(proto: Any, ir_inputs: list[tuple[str, TensorType]]) -> Converted:
         except UnsupportedOpsError as e:
             err = e
         more = {f.op[len("onnx."):] for f in err.failures  # type: ignore[attr-defined]
-                if f.op.startswith("onnx.") and _has_function(proto, f.op[len("onnx."):])} - expand
-        if not more or len(expand) >= _MAX_EXPANDED:
+                if f.op.startswith("onnx.") and _has_function(proto, f.op[len("onnx."):])} - expand - in_importer
+        if not more or len(expand | in_importer) >= _MAX_EXPANDED:
             raise err
-        expand |= more
+        for op in more:
+            try:
+                proto = rewrite(expand_functions(proto, {op}))
+                expand.add(op)
+            except CannotExpand:
+                in_importer.add(op)
 
 
 _MAX_EXPANDED = 16
+
+
+def _check_branches(proto: Any) -> None:
+    """An ``If`` whose condition reads input data fails here, naming those inputs, so that the
+    model is compiled per value of them (when they are small) and the branch becomes known."""
+    branches = data_dependent_branches(proto)
+    if branches:
+        raise UnsupportedOpsError([Failure("onnx.If", name, "a branch on a condition read from input data", needs)
+                                   for name, needs in branches])
 
 
 def _has_function(proto: Any, op_type: str) -> bool:

@@ -4,8 +4,10 @@ torch-mlir needs the axes of a reduction, the target of a reshape and similar ar
 constants. Exporters (and ONNX's own function bodies) often compute them: ``Shape`` of a tensor
 whose shape is static, then ``Gather``, ``Range``, ``Concat``... Here such chains are evaluated
 once with ONNX's reference evaluator and replaced by initializers, then shape inference runs
-again. ``RMSNormalization`` (opset 23), which torch-mlir does not lower, is written out in the
-ops of its ONNX function body with its axes as constants.
+again. An ``If`` on a condition known this way is replaced by the branch it takes, and a
+``Transpose`` without ``perm`` gets the reversal written out.
+``RMSNormalization`` (opset 23), which torch-mlir does not lower, is written out in the ops of
+its ONNX function body with its axes as constants.
 
     Shape(x: f32[2, 3, 4]) -> s;  Slice(s, [1], [3]) -> t;  ReduceMean(y, t) -> m
   ->
@@ -14,6 +16,7 @@ ops of its ONNX function body with its axes as constants.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ def rewrite(proto: Any) -> Any:
     import onnx
     changed = _spell_out_rms_norm(proto)
     changed |= _fold(proto)
+    changed |= _explicit_transpose_perm(proto)
     if not changed:
         return proto
     return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=False, data_prop=True)
@@ -53,6 +57,20 @@ def _elem_types(proto: Any) -> dict[str, int]:
            if vi.type.HasField("tensor_type")}
     out.update({t.name: t.data_type for t in g.initializer})
     return out
+
+
+def _explicit_transpose_perm(proto: Any) -> bool:
+    """``perm`` written on each Transpose that leaves it out (torch-mlir does not lower the
+    default, which reverses the axes, in every case)."""
+    from onnx import helper
+    shapes = _shapes(proto)
+    changed = False
+    for n in proto.graph.node:
+        if (n.op_type == "Transpose" and n.domain in ("", "ai.onnx") and n.input[0] in shapes
+                and not any(a.name == "perm" for a in n.attribute)):
+            n.attribute.append(helper.make_attribute("perm", list(range(len(shapes[n.input[0]])))[::-1]))
+            changed = True
+    return changed
 
 
 def _spell_out_rms_norm(proto: Any) -> bool:
@@ -101,12 +119,21 @@ def _fold(proto: Any) -> bool:
     outputs = {o.name for o in g.output}
     kept: list[Any] = []
     folded: dict[str, np.ndarray] = {}
-    for n in g.node:
+    todo = deque(g.node)
+    branched = False
+    while todo:
+        n = todo.popleft()
+        if n.op_type == "If" and n.domain in ("", "ai.onnx") and n.input[0] in known:
+            todo.extendleft(reversed(_branch_taken(n, bool(known[n.input[0]].reshape(-1)[0]), g, known)))
+            branched = True
+            continue
         value = None
         if n.domain in ("", "ai.onnx") and n.op_type not in _NOT_FOLDED and not any(
                 a.type in (5, 10) for a in n.attribute):  # GRAPH, GRAPHS: subgraphs
             if n.op_type == "Shape" and all(d is not None for d in shapes.get(n.input[0], [None])):
                 value = _shape_value(n, shapes[n.input[0]])
+            elif n.op_type == "Size" and all(d is not None for d in shapes.get(n.input[0], [None])):
+                value = [np.array(int(np.prod(shapes[n.input[0]], dtype=np.int64)), dtype=np.int64)]
             elif n.op_type == "Constant" or (n.input and all(i == "" or i in known for i in n.input)):
                 value = _evaluate(n, known, proto.opset_import)
         if value is None or any(v is None or v.size > MAX_FOLDED_ELEMENTS for v in value) or any(o in outputs for o in n.output):
@@ -115,13 +142,39 @@ def _fold(proto: Any) -> bool:
         for name, v in zip(n.output, value):
             known[name] = v
             folded[name] = v
-    if not folded:
+    if not folded and not branched:
         return False
-    used = {i for n in kept for i in n.input} | outputs
+    used = _inputs_read(kept) | outputs
     del g.node[:]
     g.node.extend(kept)
     g.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in used)
     return True
+
+
+def _inputs_read(nodes: Any) -> set[str]:
+    """Every name the nodes read, inside their subgraphs (which see the outer scope) too."""
+    out: set[str] = set()
+    for n in nodes:
+        out.update(n.input)
+        for a in n.attribute:
+            if a.type in (5, 10):  # GRAPH, GRAPHS
+                for sub in ([a.g] if a.type == 5 else list(a.graphs)):
+                    out |= _inputs_read(sub.node)
+    return out
+
+
+def _branch_taken(n: Any, cond: bool, g: Any, known: dict[str, np.ndarray]) -> list[Any]:
+    """The nodes of the branch an ``If`` on a known condition takes, writing the If's outputs;
+    the branch's initializers move to the graph."""
+    from onnx import helper, numpy_helper
+    branch = next(helper.get_attribute_value(a) for a in n.attribute if a.name == ("then_branch" if cond else "else_branch"))
+    for t in branch.initializer:
+        g.initializer.append(t)
+        if int(np.prod(t.dims)) <= MAX_FOLDED_ELEMENTS:
+            known[t.name] = numpy_helper.to_array(t)
+    nodes = list(branch.node)
+    nodes += [helper.make_node("Identity", [b.name], [o], name=f"{n.name}__{o}") for b, o in zip(branch.output, n.output)]
+    return nodes
 
 
 def _shape_value(n: Any, shape: list[int | None]) -> list[np.ndarray]:

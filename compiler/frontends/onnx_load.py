@@ -93,7 +93,7 @@ def prepare(proto: Any) -> Any:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as e:
         raise ModelError(f"invalid ONNX model: {_line(e)}") from None
-    _check_types_and_sizes(proto)
+    _check_types_and_sizes(proto, unsigned=True)
     opset = default_opset(proto)
     if opset is not None and opset < UPGRADE_TO_OPSET:
         from onnx import version_converter
@@ -105,6 +105,16 @@ def prepare(proto: Any) -> Any:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception as e:  # InferenceError, or RuntimeError from C++
         raise ModelError(f"ONNX shape inference failed: {_line(e)}") from None
+    from . import onnx_unsigned
+    if onnx_unsigned.has_unsigned(proto):
+        try:
+            onnx_unsigned.widen(proto)
+        except onnx_unsigned.Refused as e:
+            raise ModelError(str(e)) from None
+        try:
+            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        except Exception as e:  # an op whose type constraints leave out int64 (QuantizeLinear...)
+            raise ModelError(f"cannot compute this model's unsigned integers as int64: {_line(e)}") from None
     from .onnx_fold import rewrite
     proto = rewrite(proto)
     _check_types_and_sizes(proto)
@@ -196,8 +206,13 @@ def _check_domains(proto: Any) -> None:
         raise ModelError(f"unsupported opset domain {', '.join(map(repr, bad))}; effc reads the default ONNX domain")
 
 
-def _check_types_and_sizes(proto: Any) -> None:
-    table = onnx_dtype_table()
+def _check_types_and_sizes(proto: Any, unsigned: bool = False) -> None:
+    """ModelError for element types effc cannot compute with (uint16/32/64 are accepted when
+    ``unsigned``: ``onnx_unsigned`` rewrites them) and for absurd sizes."""
+    table = dict(onnx_dtype_table())
+    if unsigned:
+        T = _onnx().TensorProto
+        table.update({T.UINT16: DType.I64, T.UINT32: DType.I64, T.UINT64: DType.I64})
     bad: list[str] = []
     g = proto.graph
     infos = list(g.input) + list(g.output) + list(g.value_info)
@@ -218,7 +233,7 @@ def _check_types_and_sizes(proto: Any) -> None:
     if bad:
         shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
         raise ModelError(f"unsupported element types: {shown}; effc supports "
-                         f"{', '.join(sorted(d.value for d in set(table.values())))}")
+                         f"{', '.join(sorted(type_name(k) for k in table))}")
 
 
 def _check_dims(name: str, dims: list[int]) -> None:

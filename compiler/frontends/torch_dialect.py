@@ -25,7 +25,9 @@ from effc.ir import DType, GraphBuilder, Op, ShapeError, TensorType, Value
 from .aten_table import ATEN_TABLE
 from .fx import FallBack, extern_template
 from .lowering import NOT_COMPUTED, Lowering, Unsupported
-from .torch_mlir_quirks import explicit_quirk, fix_arguments
+from .onnx_calls import AtenCalls, onnx_attributes
+from .onnx_ops import OWN_ONNX_OPS
+from .torch_mlir_quirks import explicit_quirk, fix_arguments, fix_result_types
 from .torch_scalars import SCALAR_OPS
 
 _MLIR_DTYPES = {
@@ -214,7 +216,7 @@ class TorchDialectImporter:
             self._convert(inner)
         raise Unsupported(f"block without {terminator}")
 
-    def _input_sources(self, x: Value) -> tuple[int, ...]:
+    def input_sources(self, x: Value) -> tuple[int, ...]:
         """Positions of the graph inputs ``x`` is computed from (none: it is not data of the
         inputs, e.g. a random draw)."""
         position = {v: i for i, v in enumerate(self.b.inputs)}
@@ -287,7 +289,15 @@ class TorchDialectImporter:
             return
         if name == "torch.operator":
             onnx_op = str(attrs["name"]).strip('"')
-            raise Unsupported(f"torch-mlir has no lowering for {onnx_op}")
+            handler = OWN_ONNX_OPS.get(onnx_op[len("onnx."):])
+            if handler is None:
+                raise Unsupported(f"torch-mlir has no lowering for {onnx_op}")
+            outs = [parse_type(str(r.type)) for r in op.results]
+            items = handler(AtenCalls(self), [self._get(v) for v in op.operands], onnx_attributes(attrs), outs)
+            self._check([True] * len(outs), items, outs)
+            for r, v in zip(op.results, items):
+                self.env[r] = v
+            return
         short = name[len("torch."):] if name.startswith("torch.") else name
         if short == "aten.size.int":
             x, dim = self._get(op.operands[0]), self._get(op.operands[1])
@@ -313,7 +323,7 @@ class TorchDialectImporter:
                 self.env[op.result] = float(item) if short in ("aten.Float.Tensor", "aten.FloatImplicit") else item
                 return
             raise DataDependent("reads a tensor's value to size or configure another op (data-dependent)",
-                                self._input_sources(x))
+                                self.input_sources(x))
         if short in ("aten.tensor", "aten.tensor.float", "aten.tensor.int", "aten.tensor.bool"):
             data = self._get(op.operands[0])
             dtype, dims = parse_type(str(op.result.type))
@@ -347,17 +357,26 @@ class TorchDialectImporter:
             raise Unsupported(f"{short} has {len(operands)} operands, its schema {len(schema.arguments)}")
         bound = {arg.name: _torch_arg(arg, x) for arg, x in zip(schema.arguments, operands)}
         fix_arguments(short, bound)
-        outs: list[tuple[DType, list[int | None]]] = []
-        for r in op.results:
-            outs.append(parse_type(str(r.type)))
+        outs = fix_result_types(short, bound, [parse_type(str(r.type)) for r in op.results])
+        items = self.apply(short, bound, outs, [r in self.used for r in op.results])
+        for r, v in zip(op.results, items):
+            self.env[r] = v
+
+    def apply(self, short: str, bound: Mapping[str, Any], outs: Sequence[tuple[DType, list[int | None]]],
+              used: Sequence[bool]) -> tuple:
+        """aten op ``short`` on arguments bound to its schema, with the output types torch-mlir
+        gives: folded when its operands are known, else through the op table, else an extern."""
+        overload = _overload(short)
+        schema = overload._schema
         name = str(overload)
         folded = self._fold(overload, schema, bound, outs)
         if folded is not None:
-            for r, t in zip(op.results, folded):
+            consts = []
+            for t in folded:
                 v = self.b.constant(t, "folded")
                 self.const[v] = t
-                self.env[r] = v
-            return
+                consts.append(v)
+            return tuple(consts)
         out_types = [self._out_type(short, bound, o) for o in outs]
         try:
             res = explicit_quirk(self.cx, short, bound, [d for d, _ in outs])
@@ -367,11 +386,10 @@ class TorchDialectImporter:
                     raise Unsupported("not in effc's op table")
                 res = conv(self.cx, bound, out_types)
             items = (res,) if isinstance(res, Value) else tuple(res)
-            self._check(op, items, outs)
+            self._check(used, items, outs)
         except (Unsupported, ShapeError) as e:
-            items = self._extern(op, name, schema, bound, outs, str(e))
-        for r, v in zip(op.results, items):
-            self.env[r] = v
+            items = self._extern(name, schema, bound, outs, str(e))
+        return items
 
     def _fold(self, overload: Any, schema: Any, bound: Mapping[str, Any],
               outs: Sequence[tuple[DType, list[int | None]]]) -> list[torch.Tensor] | None:
@@ -420,12 +438,12 @@ class TorchDialectImporter:
         # unknown sizes: entries that read them (creation ops) must not build a graph from them
         return TensorType(dtype, tuple(d if d is not None else _UNKNOWN for d in dims))
 
-    def _check(self, op: Any, items: Sequence[Any], outs: Sequence[tuple[DType, list[int | None]]]) -> None:
+    def _check(self, used: Sequence[bool], items: Sequence[Any], outs: Sequence[tuple[DType, list[int | None]]]) -> None:
         if len(items) != len(outs):
             raise Unsupported(f"converter made {len(items)} outputs, torch-mlir has {len(outs)}")
-        for i, (v, (dtype, dims), r) in enumerate(zip(items, outs, op.results)):
+        for i, (v, (dtype, dims), u) in enumerate(zip(items, outs, used)):
             if v is NOT_COMPUTED:
-                if r in self.used:
+                if u:
                     raise Unsupported(f"output {i} is used but effc does not compute it")
                 continue
             t = v.type
@@ -435,7 +453,7 @@ class TorchDialectImporter:
                     d is not None and isinstance(e, int) and e != d for d, e in zip(dims, t.shape)):
                 raise Unsupported(f"type rule disagreement: effc {t}, torch-mlir {dtype}{dims}")
 
-    def _extern(self, op: Any, name: str, schema: Any, bound: Mapping[str, Any],
+    def _extern(self, name: str, schema: Any, bound: Mapping[str, Any],
                 outs: Sequence[tuple[DType, list[int | None]]], reason: str) -> tuple:
         if any(d is None for _, dims in outs for d in dims):
             raise Unsupported(f"{reason}; and its output sizes are dynamic, so it cannot run as an extern")

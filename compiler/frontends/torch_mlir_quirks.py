@@ -13,7 +13,9 @@ as externs, to torch itself), which check arguments the way PyTorch does. So:
 - ONNX pads pools by more than half the window, and asymmetrically; torch refuses both, so such
   pools are written as an explicit pad followed by an unpadded pool;
 - ``NegativeLogLikelihoodLoss`` arrives as ``nll_loss_forward`` for inputs of any rank (aten's
-  takes one or two dimensions) with a mistyped ``total_weight``; it is written out in IR ops.
+  takes one or two dimensions) with a mistyped ``total_weight``; it is written out in IR ops;
+- ``SoftmaxCrossEntropyLoss`` with weights sums the float weights into a result typed int64
+  (``fix_result_types`` gives it the float type aten's ``sum`` has).
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def fix_arguments(short: str, a: dict[str, Any]) -> None:
         dtype = a["self"].type.dtype
         if dtype.is_float and abs(a["value"]) > torch.finfo(dtype.to_torch()).max:
             a["value"] = float("inf") if a["value"] > 0 else float("-inf")
+
+
+def fix_result_types(short: str, a: Mapping[str, Any], outs: list[tuple[DType, list[int | None]]]) -> list:
+    """torch-mlir's declared result types, with its known mistypings replaced by aten's types."""
+    x = a.get("self")
+    if (short in ("aten.sum", "aten.sum.dim_IntList") and a.get("dtype") is None and isinstance(x, Value)
+            and x.type.dtype.is_float and outs and not outs[0][0].is_float):
+        return [(x.type.dtype, outs[0][1])] + list(outs[1:])
+    return outs
 
 
 def explicit_quirk(cx: Lowering, short: str, a: Mapping[str, Any], out_dtypes: list[DType]) -> Any:

@@ -182,3 +182,27 @@ def test_bad_run_targets(models: dict[str, Path], tmp_path: Path) -> None:
     assert_user_error(effc("run", tmp_path), "not an effc artifact")
     assert_user_error(effc("run", models["truncated"]), "truncated.onnx")
     assert_user_error(effc("run", models["text"]), "text.onnx")
+
+
+def test_unsigned_inputs_and_outputs_keep_their_type_through_an_artifact(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from cli_util import save_model
+    u32 = TensorProto.UINT32
+    graph = helper.make_graph([helper.make_node("Sub", ["a", "b"], ["d"])], "g",
+                              [helper.make_tensor_value_info(n, u32, [3]) for n in "ab"],
+                              [helper.make_tensor_value_info("d", u32, [3])])
+    model = save_model(graph, tmp_path / "u.onnx")
+    r = effc("compile", model, "-o", tmp_path / "art")
+    assert r.code == 0, r
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert [s.get("wire") for s in manifest["inputs"] + manifest["outputs"]] == ["uint32"] * 3
+    a, b = np.array([5, 0, 7], np.uint32), np.array([3, 1, 7], np.uint32)
+    write_npz(tmp_path / "in.npz", {"a": a, "b": b})
+    r = effc("run", tmp_path / "art", "--inputs", tmp_path / "in.npz", "--outputs", tmp_path / "out.npz")
+    assert r.code == 0, r
+    got = read_npz(tmp_path / "out.npz")["d"]
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(got, a - b)  # 0 - 1 wraps to 2**32 - 1
+    write_npz(tmp_path / "bad.npz", {"a": a.astype(np.int64), "b": b})
+    assert_user_error(effc("run", tmp_path / "art", "--inputs", tmp_path / "bad.npz"), "expects uint32")
