@@ -19,7 +19,7 @@ from typing import Annotated, Any, Sequence
 import typer
 from typer.core import TyperGroup
 
-from effc.cli import bench_cmd, check_cmd, compile_cmd, explain_cmd, run_cmd
+from effc.cli import bench_cmd, calibrate_cmd, check_cmd, compile_cmd, explain_cmd, run_cmd
 from effc.cli.common import State
 from effc.errors import UserError
 
@@ -150,6 +150,7 @@ app.command("run", no_args_is_help=True)(run_cmd.run_command)
 app.command("check", no_args_is_help=True)(check_cmd.check_command)
 app.command("bench", no_args_is_help=True)(bench_cmd.bench_command)
 app.command("explain", no_args_is_help=True)(explain_cmd.explain_command)
+app.command("calibrate")(calibrate_cmd.calibrate_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,11 +5,12 @@ target)`` gives a ``Prediction`` (seconds, and the features it was computed from
 learned model can later replace the formula behind the same call). The first model is an
 analytical roofline: the larger of bytes moved over memory bandwidth and FLOPs over peak
 compute, plus a fixed per-kernel overhead. Ceilings are defaults for the target until a
-calibration run measures them.
+calibration run (``effc calibrate``, ``calibrate.py``) measures them and caches them.
 """
 
 from __future__ import annotations
 
+from .calibrate import current_target
 from .roofline import CPU_DEFAULT, Prediction, Target, node_bytes, node_flops, predict_node
 
-__all__ = ["CPU_DEFAULT", "Prediction", "Target", "node_bytes", "node_flops", "predict_node"]
+__all__ = ["CPU_DEFAULT", "Prediction", "Target", "current_target", "node_bytes", "node_flops", "predict_node"]

@@ -87,10 +87,15 @@ def node_flops(node: Node, env: Mapping[Any, int]) -> int | None:
     return out * max(1, len(node.inputs) - 1)
 
 
-def predict_node(node: Node, env: Mapping[Any, int], target: Target = CPU_DEFAULT) -> Prediction | None:
-    """Predicted time of ``node`` run as one kernel; None where sizes are unknown."""
+def predict_node(node: Node, env: Mapping[Any, int], target: Target | None = None) -> Prediction | None:
+    """Predicted time of ``node`` run as one kernel on ``target`` (default: this machine's
+    CPU, with its calibrated ceilings when ``effc calibrate`` has run); None where sizes are
+    unknown."""
     if node.op is Op.CONSTANT:
         return None
+    if target is None:
+        from .calibrate import current_target
+        target = current_target()
     b, f = node_bytes(node, env), node_flops(node, env)
     if b is None or f is None:
         return None

@@ -100,7 +100,46 @@ def lp_normalization(aten: AtenCalls, xs: list[Any], attrs: dict[str, Any], outs
     return (aten("aten.where.self", aten("aten.eq.Scalar", norm, 0), zero, aten("aten.div.Tensor", x, norm)),)
 
 
+def rotary_embedding(aten: AtenCalls, xs: list[Any], attrs: dict[str, Any], outs: Outs) -> tuple:
+    """Rotary position embedding (opset 23): pairs of features rotated by the angle of their
+    position, halves or interleaved pairs, over the first ``rotary_embedding_dim`` features."""
+    x, cos, sin = (_tensor(v, w) for v, w in zip(xs[:3], ("X", "cos_cache", "sin_cache")))
+    positions = xs[3] if len(xs) > 3 and isinstance(xs[3], Value) else None
+    if not x.type.is_static or x.type.rank not in (3, 4):
+        raise Unsupported("RotaryEmbedding needs a static input of rank 3 or 4")
+    shape = [int(d) for d in x.type.shape]
+    if x.type.rank == 4:  # [batch, heads, seq, head] -> [batch, seq, heads, head]
+        x = aten("aten.transpose.int", x, 1, 2)
+    else:
+        heads = int(attrs.get("num_heads", 0))
+        if heads <= 0 or shape[2] % heads:
+            raise Unsupported(f"RotaryEmbedding of a rank-3 input needs num_heads dividing {shape[2]}")
+        x = aten("aten.reshape", x, [shape[0], shape[1], heads, shape[2] // heads])
+    head = int(x.type.shape[3])
+    rot = int(attrs.get("rotary_embedding_dim", 0)) or head
+    half = rot // 2
+    if positions is not None:  # caches indexed by position: [batch, seq, rot/2]
+        cos, sin = aten("aten.embedding", cos, positions), aten("aten.embedding", sin, positions)
+    cos, sin = aten("aten.unsqueeze", cos, 2), aten("aten.unsqueeze", sin, 2)
+    part = aten("aten.slice.Tensor", x, 3, 0, rot, 1)
+    if attrs.get("interleaved", 0):
+        x1, x2 = aten("aten.slice.Tensor", part, 3, 0, rot, 2), aten("aten.slice.Tensor", part, 3, 1, rot, 2)
+    else:
+        x1, x2 = aten("aten.slice.Tensor", part, 3, 0, half, 1), aten("aten.slice.Tensor", part, 3, half, rot, 1)
+    real = aten("aten.sub.Tensor", aten("aten.mul.Tensor", cos, x1), aten("aten.mul.Tensor", sin, x2))
+    imag = aten("aten.add.Tensor", aten("aten.mul.Tensor", sin, x1), aten("aten.mul.Tensor", cos, x2))
+    if attrs.get("interleaved", 0):
+        turned = aten("aten.reshape", aten("aten.stack", [real, imag], -1), [int(d) for d in part.type.shape])
+    else:
+        turned = aten("aten.cat", [real, imag], -1)
+    y = aten("aten.cat", [turned, aten("aten.slice.Tensor", x, 3, rot, head, 1)], -1) if rot < head else turned
+    if len(shape) == 4:
+        return (aten("aten.transpose.int", y, 1, 2),)
+    return (aten("aten.reshape", y, shape),)
+
+
 OWN_ONNX_OPS: dict[str, Handler] = {
+    PREFIX + "RotaryEmbedding": rotary_embedding,
     PREFIX + "QuantizeLinear": quantize_linear,
     PREFIX + "DequantizeLinear": dequantize_linear,
     PREFIX + "QLinearMatMul": qlinear_matmul,

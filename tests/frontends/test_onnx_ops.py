@@ -116,3 +116,23 @@ def test_weighted_softmax_cross_entropy_sums_its_weights_as_floats():
               [f32("x", [3, 5]), helper.make_tensor_value_info("t", TensorProto.INT64, [3])], [f32("loss", [])],
               [init("w", np.array([0.9, 0.7, 0.8, 0.9, 0.35], np.float32))], opset=17)
     _check(m, {"x": scores, "t": labels})
+
+
+@pytest.mark.parametrize("rank, interleaved, rot, positions", [(4, 0, 0, True), (3, 1, 4, True), (4, 1, 0, False),
+                                                              (3, 0, 6, False)])
+def test_rotary_embedding(rank, interleaved, rot, positions):
+    rng = np.random.default_rng(3)
+    b, s, h, d = 2, 3, 2, 8
+    x = rng.standard_normal((b, h, s, d) if rank == 4 else (b, s, h * d)).astype(np.float32)
+    half = (rot or d) // 2
+    cache = (5, half) if positions else (b, s, half)
+    cos, sin = rng.standard_normal(cache).astype(np.float32), rng.standard_normal(cache).astype(np.float32)
+    names = ["x", "cos", "sin"] + (["pos"] if positions else [])
+    attrs = {"interleaved": interleaved, "rotary_embedding_dim": rot} | ({"num_heads": h} if rank == 3 else {})
+    inputs = [f32("x", list(x.shape)), f32("cos", list(cache)), f32("sin", list(cache))]
+    if positions:
+        inputs.append(helper.make_tensor_value_info("pos", TensorProto.INT64, [b, s]))
+    m = model([helper.make_node("RotaryEmbedding", names, ["y"], **attrs)], inputs, [f32("y", list(x.shape))], opset=23)
+    m.ir_version = 10
+    feeds = {"x": x, "cos": cos, "sin": sin} | ({"pos": rng.integers(0, 5, (b, s))} if positions else {})
+    _check(m, feeds)
