@@ -47,7 +47,13 @@ def expand_functions(proto: Any, ops: set[str]) -> Any:
     if not found:
         return proto
     proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    expanded = onnx.inliner.inline_local_functions(proto)
+    try:  # a body written for an older opset is converted to the model's
+        expanded = onnx.inliner.inline_local_functions(proto, convert_version=True)
+    except Exception as e:  # noqa: BLE001 - the inliner and converter raise bare C++ errors
+        raise CannotExpand(f"ONNX's inliner failed on {', '.join(sorted(ops))}: {e}") from None
+    left = sorted({n.op_type for n in expanded.graph.node if n.domain == DOMAIN})
+    if left:  # the inliner skips what it cannot inline, silently
+        raise CannotExpand(f"ONNX's inliner left {', '.join(left)} as calls")
     kept = [o for o in expanded.opset_import if o.domain != DOMAIN]
     del expanded.opset_import[:]
     expanded.opset_import.extend(kept)
