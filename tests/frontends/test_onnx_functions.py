@@ -50,3 +50,14 @@ def test_branches_on_input_data_name_those_inputs():
                helper.make_node("If", ["b"], ["y"], then_branch=then_g, else_branch=else_g, name="choose")],
               [f32("x", [2]), helper.make_tensor_value_info("flag", TensorProto.INT64, [1])], [f32("y", [2])])
     assert data_dependent_branches(m) == [("choose", (1,))]
+
+
+def test_a_body_for_an_older_opset_is_converted_and_inlined():
+    # Swish's body is written for opset 24; the model is opset 25
+    m = model([helper.make_node("Swish", ["x"], ["y"], alpha=1.5)], [f32("x", [4])], [f32("y", [4])], opset=25)
+    m.ir_version = 11
+    expanded = expand_functions(prepare(m), {"Swish"})
+    assert all(n.domain in ("", "ai.onnx") for n in expanded.graph.node)
+    assert "Swish" not in [n.op_type for n in expanded.graph.node]
+    x = np.linspace(-3, 3, 4, dtype=np.float32)
+    np.testing.assert_allclose(effc.compile(m).run({"x": x})["y"], x / (1 + np.exp(-1.5 * x)), rtol=1e-6)
