@@ -26,7 +26,8 @@ class AtenCalls:
 
     def __call__(self, short: str, *args: Any, **kwargs: Any) -> Any:
         from .torch_dialect import _overload
-        schema = _overload(short)._schema
+        overload = _overload(short)
+        schema = overload._schema
         bound: dict[str, Any] = {}
         positional = list(args)
         for arg in schema.arguments:
@@ -40,7 +41,7 @@ class AtenCalls:
                 raise Unsupported(f"{short}: no value for argument {arg.name}")
         if positional or kwargs:
             raise Unsupported(f"{short}: too many arguments")
-        outs = _meta_outputs(_overload(short), schema, bound)
+        outs = _meta_outputs(overload, schema, bound)
         items = self.importer.apply(short, bound, outs, [True] * len(outs))
         return items[0] if len(items) == 1 else items
 

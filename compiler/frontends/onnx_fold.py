@@ -51,7 +51,7 @@ def _shapes(proto: Any) -> dict[str, list[int | None]]:
     return out
 
 
-def _elem_types(proto: Any) -> dict[str, int]:
+def elem_types(proto: Any) -> dict[str, int]:
     g = proto.graph
     out = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.value_info) + list(g.output)
            if vi.type.HasField("tensor_type")}
@@ -78,7 +78,7 @@ def _spell_out_rms_norm(proto: Any) -> bool:
     g = proto.graph
     if not any(n.op_type == "RMSNormalization" and n.domain in ("", "ai.onnx") for n in g.node):
         return False
-    shapes, types = _shapes(proto), _elem_types(proto)
+    shapes, types = _shapes(proto), elem_types(proto)
     nodes: list[Any] = []
     changed = False
     for n in g.node:

@@ -73,8 +73,8 @@ def widen(proto: Any) -> None:
             if a.type in (5, 10) and _subgraph_has_unsigned(a):
                 raise Refused(f"node {n.name!r} ({n.op_type}) has a subgraph with unsigned integer values")
     types = _unsigned_values(proto)
-    elem = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.output) + list(g.value_info)
-            if vi.type.HasField("tensor_type")} | {t.name: t.data_type for t in g.initializer}
+    from .onnx_fold import elem_types
+    elem = elem_types(proto)
     wires = wire_types(proto)
     for vi in list(g.input) + list(g.output):
         if vi.name in types:
