@@ -3,7 +3,8 @@
 Allowed: None, bool, int, float, str, DType, sympy expressions (symbolic sizes), tuples of
 allowed values, dicts from str to allowed values, and two markers used by ``extern`` nodes:
 ``InputRef(i)`` (the node's i-th tensor input goes here) and ``TorchObj(name)`` (a torch
-singleton such as ``torch.contiguous_format``, named rather than held).
+singleton such as ``torch.contiguous_format``, named rather than held). A ``kernel`` node's
+``body`` attribute is a ``Graph`` (its fused subgraph), held as it is.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class TorchObj:
 
 def normalize(value: Any) -> Any:
     """Return ``value`` in normal form (lists become tuples, sympy integers become int)."""
-    if value is None or isinstance(value, (bool, str, DType, InputRef, TorchObj)):
+    from .graph import Graph  # graph.py imports this module
+    if value is None or isinstance(value, (bool, str, DType, InputRef, TorchObj, Graph)):
         return value
     if isinstance(value, int):
         return int(value)
@@ -63,6 +65,8 @@ def freeze(value: Any) -> Any:
         return ("f", "nan" if math.isnan(value) else value.hex())
     if isinstance(value, bool):
         return ("b", value)
+    if type(value).__name__ == "Graph":
+        return ("g", id(value))  # bodies are compared by identity
     return value
 
 

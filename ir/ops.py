@@ -29,6 +29,7 @@ class Family(enum.Enum):
     ATTENTION = "attention"
     CONSTANT = "constant"
     EXTERN = "extern"
+    KERNEL = "kernel"          # a fused group: its subgraph is the ``body`` attribute
 
 
 class Op(enum.Enum):
@@ -81,6 +82,7 @@ class Op(enum.Enum):
     SDPA = "scaled_dot_product_attention"
     CONSTANT = "constant"
     EXTERN = "extern"
+    KERNEL = "kernel"
 
     def __str__(self) -> str:
         return self.value
@@ -125,6 +127,7 @@ FAMILY: dict[Op, Family] = {
     **{op: Family.INDEX for op in (Op.GATHER, Op.INDEX_SELECT, Op.EMBEDDING)},
     Op.ARANGE: Family.CREATE, Op.FULL: Family.CREATE,
     Op.SDPA: Family.ATTENTION, Op.CONSTANT: Family.CONSTANT, Op.EXTERN: Family.EXTERN,
+    Op.KERNEL: Family.KERNEL,
 }
 
 _REDUCE_ATTRS = ("dims", "keepdim")
@@ -164,8 +167,11 @@ ATTRS: dict[Op, tuple[str, ...]] = {
     Op.SDPA: ("scale", "is_causal", "enable_gqa"),
     Op.CONSTANT: ("name",),
     Op.EXTERN: ("target", "args", "kwargs"),
+    # kind and params: see [Note: kernel groups] in ir/kernel_node.py
+    Op.KERNEL: ("kind", "name", "params", "body"),
 }
 
 # Ops whose result is fully determined by their inputs and attributes, with no side effect:
-# everything except extern, whose torch op may be random (dropout) or stateful.
-PURE = frozenset(op for op in Op if op is not Op.EXTERN)
+# everything except extern, whose torch op may be random (dropout) or stateful, and kernel,
+# whose body may hold an extern.
+PURE = frozenset(op for op in Op if op not in (Op.EXTERN, Op.KERNEL))

@@ -321,7 +321,7 @@ class _GraphParser:
         line.expect("{")
         line.expect_end()
 
-    def node(self, line: _Line) -> None:
+    def node(self, line: _Line, body: Graph | None = None) -> None:
         names = [line.value_name()]
         while line.accept(","):
             names.append(line.value_name())
@@ -350,6 +350,12 @@ class _GraphParser:
         while line.accept(","):
             types.append(line.type())
         line.expect_end()
+        if (body is not None) != (op is Op.KERNEL):
+            line.fail("a kernel node, and only a kernel node, is followed by its body", 0)
+        if body is not None:
+            if "body" in attrs:
+                line.fail("a kernel's body is written below it, not as an attribute", 0)
+            attrs["body"] = body
         if len(types) != len(names):
             line.fail(f"{len(names)} results but {len(types)} types", 0)
         missing = [a for a in op.attr_names if a not in attrs]
@@ -404,28 +410,50 @@ def parse_graph(text: str, constants: Mapping[str, torch.Tensor] | None = None, 
     """The graph ``text`` describes; the inverse of ``print_graph``.
 
     A ``constant`` node's tensor is ``constants[name]`` itself (not a copy); names missing from
-    ``constants`` are made by ``fill(type)`` when given, else they are an error.
+    ``constants`` are made by ``fill(type)`` when given, else they are an error. A ``kernel``
+    node's body is the block of lines indented below it.
     """
     lines = [_Line(i + 1, s) for i, s in enumerate(text.splitlines()) if s.strip()]
     if not lines:
         raise ParseError("line 1: empty text, expected 'graph(...) {'")
-    ret = next((i for i, ln in enumerate(lines) if ln.peek() == ("name", "return")), None)
-    if ret is None:
-        lines[-1].fail("missing 'return' line", 0)
-    if ret + 1 >= len(lines):
-        lines[ret].fail("missing closing '}' after the 'return' line", 0)
-    if ret + 2 < len(lines):
-        lines[ret + 2].fail("text after the closing '}'", 0)
+    graph, end = _parse_block(lines, 0, constants, fill, depth=0)
+    if end < len(lines):
+        lines[end].fail("text after the closing '}'", 0)
+    return graph
+
+
+def _indent(line: _Line) -> int:
+    return len(line.text) - len(line.text.lstrip())
+
+
+def _parse_block(lines: list[_Line], start: int, constants: Mapping[str, torch.Tensor] | None,
+                 fill: Callable[[TensorType], torch.Tensor] | None, depth: int) -> tuple[Graph, int]:
+    """Parse the graph whose header is ``lines[start]``; return it and the index past its '}'."""
+    if depth > _MAX_DEPTH:
+        lines[start].fail("kernel bodies nested too deeply", 0)
     p = _GraphParser(constants, fill)
-    p.header(lines[0])
-    for line in lines[1:ret]:
-        p.node(line)
-    line = lines[ret]
+    p.header(lines[start])
+    base = _indent(lines[start])
+    i = start + 1
+    while i < len(lines) and lines[i].peek() != ("name", "return"):
+        line = lines[i]
+        if _indent(line) <= base:
+            line.fail("missing 'return' line", 0)
+        i += 1
+        body = None
+        if i < len(lines) and _indent(lines[i]) > _indent(line) and lines[i].peek() == ("name", "graph"):
+            body, i = _parse_block(lines, i, None, None, depth + 1)
+        p.node(line, body)
+    if i >= len(lines):
+        lines[-1].fail("missing 'return' line", 0)
+    line = lines[i]
     line.expect("return")
     outs = [p.use(line)] if line.peek()[0] != "end" else []
     while line.accept(","):
         outs.append(p.use(line))
     line.expect_end()
-    lines[ret + 1].expect("}")
-    lines[ret + 1].expect_end()
-    return p.b.build(outs)
+    if i + 1 >= len(lines):
+        line.fail("missing closing '}' after the 'return' line", 0)
+    lines[i + 1].expect("}")
+    lines[i + 1].expect_end()
+    return p.b.build(outs), i + 2

@@ -78,17 +78,25 @@ class Namer:
 
 
 def print_graph(graph: Graph) -> str:
+    return "\n".join(_lines(graph, "")) + "\n"
+
+
+def _lines(graph: Graph, indent: str) -> list[str]:
+    """A kernel node's body follows its line, indented two more spaces than the node."""
     namer = Namer(graph)
     ins = ", ".join(f"{namer[v]}: {v.type}" for v in graph.inputs)
-    lines = [f"graph({ins}) {{"]
+    lines = [f"{indent}graph({ins}) {{"]
     for node in graph.nodes:
         lhs = ", ".join(namer.define(v) for v in node.outputs)
         args = ", ".join(namer[v] for v in node.inputs)
+        shown = [k for k in node.attrs if k != "body"]
         attrs = ""
-        if node.attrs:
-            attrs = " {" + ", ".join(f"{k}={format_attr(node.attrs[k])}" for k in node.attrs) + "}"
+        if shown:
+            attrs = " {" + ", ".join(f"{k}={format_attr(node.attrs[k])}" for k in shown) + "}"
         types = ", ".join(str(v.type) for v in node.outputs)
-        lines.append(f"  {lhs} = {node.op.value}({args}){attrs} : {types}")
-    lines.append("  return " + ", ".join(namer[v] for v in graph.outputs))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        lines.append(f"{indent}  {lhs} = {node.op.value}({args}){attrs} : {types}")
+        if "body" in node.attrs:
+            lines.extend(_lines(node.attrs["body"], indent + "    "))
+    lines.append(f"{indent}  return " + ", ".join(namer[v] for v in graph.outputs))
+    lines.append(f"{indent}}}")
+    return lines

@@ -452,6 +452,18 @@ def _extern(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType
     raise ShapeError("extern nodes carry their output types; they have no rule")
 
 
+def _kernel(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, ...]:
+    body = attrs["body"]
+    if not hasattr(body, "nodes"):
+        raise ShapeError(f"kernel body must be a graph, got {type(body).__name__}")
+    if len(ins) != len(body.inputs):
+        raise ShapeError(f"kernel takes {len(body.inputs)} inputs, given {len(ins)}")
+    for i, (t, v) in enumerate(zip(ins, body.inputs)):
+        if not t.same_as(v.type):
+            raise ShapeError(f"kernel input {i} is {t}, its body expects {v.type}")
+    return tuple(v.type for v in body.outputs)
+
+
 def _constant(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, ...]:
     raise ShapeError("constant nodes take their type from the graph's constant table")
 
@@ -473,5 +485,5 @@ _FAMILY_RULES: dict[Family, Rule] = {
     Family.MATMUL: _matmul, Family.CONV: _conv, Family.POOL: _pool, Family.NORM: _norm,
     Family.SOFTMAX: _softmax, Family.LAYOUT: _layout, Family.INDEX: _index,
     Family.CREATE: _create, Family.ATTENTION: _sdpa, Family.EXTERN: _extern,
-    Family.CONSTANT: _constant,
+    Family.CONSTANT: _constant, Family.KERNEL: _kernel,
 }

@@ -36,17 +36,20 @@ class VerificationError(Exception):
     """The graph breaks an IR invariant; the message names the node and shows the IR near it."""
 
 
+KERNEL_KINDS = ("pointwise", "reduction", "matmul", "conv", "view", "op", "extern", "patched")
+
+
 def verify(graph: Graph) -> None:
     """Raise VerificationError if ``graph`` breaks an IR invariant; return None otherwise."""
     _Verifier(graph).run()
 
 
 class _Verifier:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, bound: set[sympy.Symbol] | None = None) -> None:
         self.graph = graph
         self.defined: set[Value] = set()
         self.position = {n: i for i, n in enumerate(graph.nodes)}
-        self.bound = graph.symbols()
+        self.bound = graph.symbols() | (bound or set())
         self.text: list[str] | None = None
 
     def run(self) -> None:
@@ -90,6 +93,8 @@ class _Verifier:
             self.check_extern(i, node)
         else:
             self.check_types(i, node)
+        if node.op is Op.KERNEL:
+            self.check_kernel(i, node)
         free: set[sympy.Symbol] = set()
         for v in node.outputs:
             free |= v.type.symbols
@@ -132,6 +137,14 @@ class _Verifier:
             if not 0 <= ref.index < len(node.inputs):
                 self.fail(i, f"${ref.index} refers past the node's {len(node.inputs)} inputs")
 
+    def check_kernel(self, i: int, node: Node) -> None:
+        if node.attrs["kind"] not in KERNEL_KINDS:
+            self.fail(i, f"kernel kind {node.attrs['kind']!r} is not one of {', '.join(KERNEL_KINDS)}")
+        try:
+            _Verifier(node.attrs["body"], self.bound).run()
+        except VerificationError as err:
+            self.fail(i, f"in the body of kernel {node.attrs['name']}: {err}")
+
     def fail(self, index: int | None, msg: str) -> NoReturn:
         """Raise with the IR text around node ``index`` (len(nodes) means the return line)."""
         if self.text is None:
@@ -141,7 +154,9 @@ class _Verifier:
                 self.text = []
         if index is None or not self.text:
             raise VerificationError(msg + ("\n" + "\n".join(self.text) if self.text else ""))
-        row = index + 1  # line 0 is the graph header
+        # lines indented exactly two spaces are the nodes and the return (bodies nest deeper)
+        rows = [r for r, t in enumerate(self.text) if t.startswith("  ") and t[2:3] != " "]
+        row = rows[index] if index < len(rows) else len(self.text) - 1
         label = "return" if index == len(self.graph.nodes) else self._label(index)
         lo, hi = max(0, row - _CONTEXT), min(len(self.text), row + _CONTEXT + 1)
         shown = [(">> " if r == row else "   ") + self.text[r] for r in range(lo, hi)]
@@ -149,7 +164,8 @@ class _Verifier:
 
     def _label(self, index: int) -> str:
         node = self.graph.nodes[index]
-        lhs = self.text[index + 1].split(" = ", 1)[0].strip() if self.text else "?"
+        rows = [t for t in self.text or [] if t.startswith("  ") and t[2:3] != " "]
+        lhs = rows[index].split(" = ", 1)[0].strip() if index < len(rows) else "?"
         return f"node {lhs} ({node.op}, #{index})"
 
 

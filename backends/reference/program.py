@@ -33,13 +33,16 @@ def _widen(v: Any) -> Any:
 
 
 class _Step:
-    __slots__ = ("node", "kernel", "args", "attrs", "outs", "frees", "is_extern")
+    __slots__ = ("node", "kernel", "body", "args", "attrs", "outs", "frees", "is_extern")
 
     def __init__(self, node: Node, args: list[int], outs: list[int], upcast: bool) -> None:
         self.node = node
-        self.kernel = KERNELS[node.op]
+        # a kernel node runs its body as a program of its own
+        self.body = ReferenceProgram(node.attrs["body"], upcast=upcast) if node.op is Op.KERNEL else None
+        self.kernel = KERNELS.get(node.op)
         self.args = args
-        self.attrs = {k: SymbolicAttrs(_widen(v) if upcast else v) for k, v in node.attrs.items()}
+        self.attrs = {k: SymbolicAttrs(_widen(v) if upcast else v) for k, v in node.attrs.items()
+                      if k != "body"}
         self.outs = outs
         self.frees: list[int] = []
         self.is_extern = node.op is Op.EXTERN  # an extern's torch op may return another dtype
@@ -106,7 +109,10 @@ class ReferenceProgram:
         for step in self.steps:
             attrs = {k: a(env) for k, a in step.attrs.items()}
             try:
-                out = step.kernel([vals[a] for a in step.args], attrs)
+                if step.body is not None:
+                    out = step.body.run([vals[a] for a in step.args], env)
+                else:
+                    out = step.kernel([vals[a] for a in step.args], attrs)
             except Exception as e:  # name the node: internal errors must say where they happened
                 raise CompileError(f"reference backend failed at {_describe(step.node, attrs)}: {e}") from e
             if isinstance(out, torch.Tensor):
