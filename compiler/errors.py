@@ -26,3 +26,7 @@ class InputError(UserError):
 
 class CompileError(EffcError):
     """An internal failure while compiling; names the pass or node involved."""
+
+
+class MemoryBudgetError(UserError):
+    """No schedule keeps the program's peak memory within the ``memory_budget`` option."""

@@ -37,8 +37,13 @@ class _Step:
 
     def __init__(self, node: Node, args: list[int], outs: list[int], upcast: bool) -> None:
         self.node = node
-        # a kernel node runs its body as a program of its own
-        self.body = ReferenceProgram(node.attrs["body"], upcast=upcast) if node.op is Op.KERNEL else None
+        # a kernel node runs its body as a program of its own; a patched one, tile by tile
+        self.body: Any = None
+        if node.op is Op.KERNEL and node.attrs["kind"] == "patched":
+            from .patched import PatchedRunner
+            self.body = PatchedRunner(node, upcast=upcast)
+        elif node.op is Op.KERNEL:
+            self.body = ReferenceProgram(node.attrs["body"], upcast=upcast)
         self.kernel = KERNELS.get(node.op)
         self.args = args
         self.attrs = {k: SymbolicAttrs(_widen(v) if upcast else v) for k, v in node.attrs.items()
