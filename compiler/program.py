@@ -8,7 +8,7 @@ evaluating size outputs from the bound symbols.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import sympy
 import torch
@@ -19,7 +19,7 @@ from effc.backends.symeval import SymbolicAttrs
 from effc.errors import OptionError
 from effc.report import GraphReport
 from effc.frontends.fx import Imported
-from effc.ir import Graph, Op
+from effc.ir import Graph, Node, Op
 from effc.options import Options
 from effc.passes import PIPELINE, run_pipeline
 
@@ -58,13 +58,23 @@ def compile_imported(imported: Imported, options: Options, label: str,
                      device: torch.device | None = None) -> CompiledGraph:
     t0 = time.perf_counter()
     target = select_target(options, device)
+    # the example inputs' sizes price the cost model's decisions; the user's hints win
+    hints = {str(s): int(v) for s, v in imported.hints.items()}
+    options = options.replace(size_hints={**hints, **options.size_hints})
     graph, records = run_pipeline(imported.graph, PIPELINE, options, label)
     program = ReferenceProgram(graph)
     report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
                          nodes_out=_count(graph), passes=records, externs=_externs(graph),
                          extern_reasons=dict(imported.extern_reasons), graph=graph)
-    report.peak_bytes = peak_bytes(graph, imported.hints)
-    for n in graph.nodes:
+    hint_env = options.hint_env(graph.symbols())
+    report.fusion = fusion_summary(graph, hint_env)
+    planned = next((r.data for r in records if r.name == "plan_memory" and not r.skipped), None)
+    if planned:
+        report.memory = memory_summary(planned["plan"], planned["scratch"], hint_env)
+        report.peak_bytes = report.memory["arena"] + report.memory["scratch"]
+    else:
+        report.peak_bytes = peak_bytes(graph, imported.hints)
+    for n in all_nodes(graph):
         report.ops[n.op.value] = report.ops.get(n.op.value, 0) + 1
     report.compile_seconds = time.perf_counter() - t0
     return CompiledGraph(imported, graph, program, report)
@@ -74,9 +84,39 @@ def _count(graph: Graph) -> int:
     return sum(1 for n in graph.nodes if n.op is not Op.CONSTANT)
 
 
+def fusion_summary(graph: Graph, env: dict) -> dict[str, Any]:
+    """What fusion did, priced by the cost model at ``env``: the graph with its kernels
+    inlined (every node its own kernel) against the graph as compiled."""
+    from effc.costmodel.traffic import traffic
+    from effc.ir.kernel_node import inline_kernels
+    before, after = traffic(inline_kernels(graph), env), traffic(graph, env)
+    return {"ir_nodes": before.kernels, "kernels": after.kernels,
+            "bytes_unfused": before.bytes, "bytes_fused": after.bytes,
+            "seconds_unfused": before.seconds, "seconds_fused": after.seconds,
+            "unpriced": after.unknown}
+
+
+def memory_summary(plan: Any, scratch: int, env: dict) -> dict[str, Any]:
+    """The memory plan at ``env``: arena bytes (and tile scratch beside it) against one
+    allocation per value and the liveness lower bound."""
+    return {"arena": plan.evaluate(env)["arena"], "scratch": scratch, "naive": plan.naive_bytes(env),
+            "lower_bound": plan.lower_bound(env), "strategy": plan.strategy,
+            "strategies": dict(plan.candidates),
+            "in_place": sum(len(b.inplace) for b in plan.buffers),
+            "sizes": {str(k): v for k, v in env.items()}}
+
+
+def all_nodes(graph: Graph) -> Iterator[Node]:
+    """Every node of ``graph``, kernel nodes followed by the nodes of their bodies."""
+    for n in graph.nodes:
+        yield n
+        if n.op is Op.KERNEL:
+            yield from all_nodes(n.attrs["body"])
+
+
 def _externs(graph: Graph) -> dict[str, int]:
     out: dict[str, int] = {}
-    for n in graph.nodes:
+    for n in all_nodes(graph):
         if n.op is Op.EXTERN:
             out[n.attrs["target"]] = out.get(n.attrs["target"], 0) + 1
     return out

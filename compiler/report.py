@@ -28,6 +28,10 @@ class GraphReport:
     kernels: list[dict] = field(default_factory=list)
     graph: Any = field(default=None, repr=False)   # the final IR graph (not serialised)
     ops: dict[str, int] = field(default_factory=dict)  # IR op counts after passes
+    # at the size hints: IR nodes vs kernels, bytes moved and predicted seconds unfused/fused
+    fusion: dict[str, Any] = field(default_factory=dict)
+    # at the size hints: the memory plan's arena vs no reuse and the liveness lower bound
+    memory: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ir(self) -> str:
@@ -40,6 +44,7 @@ class GraphReport:
             "externs": dict(self.externs), "extern_reasons": dict(self.extern_reasons),
             "fallback": self.fallback, "compile_seconds": round(self.compile_seconds, 4),
             "peak_bytes": self.peak_bytes, "kernels": self.kernels, "ops": dict(self.ops),
+            "fusion": dict(self.fusion), "memory": dict(self.memory),
         }
 
 
@@ -90,8 +95,17 @@ class Explain:
                                  + (f" ({'; '.join(p.notes[:3])}{' ...' if len(p.notes) > 3 else ''})" if p.notes else ""))
             for op, n in sorted(g.externs.items()):
                 lines.append(f"  extern {op} x{n}: {g.extern_reasons.get(op, '')}")
-            if g.peak_bytes is not None:
-                lines.append(f"  peak intermediate memory {_human(g.peak_bytes)} (node by node, no buffer reuse yet)")
+            if g.fusion:
+                f = g.fusion
+                lines.append(f"  fusion: {f['ir_nodes']} IR nodes -> {f['kernels']} kernels; bytes moved "
+                             f"{_human(f['bytes_unfused'])} -> {_human(f['bytes_fused'])} (cost model)")
+            if g.memory:
+                m = g.memory
+                scratch = f" + {_human(m['scratch'])} tile scratch" if m["scratch"] else ""
+                lines.append(f"  peak intermediate memory {_human(m['arena'])}{scratch} (planned arena, "
+                             f"{m['strategy']}; {_human(m['naive'])} without reuse)")
+            elif g.peak_bytes is not None:
+                lines.append(f"  peak intermediate memory {_human(g.peak_bytes)} (node by node, no buffer reuse)")
         if not lines:
             lines.append("nothing compiled yet")
         return "\n".join(lines)

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from effc.debug import log
 from effc.errors import CompileError
@@ -25,6 +25,7 @@ class PassResult:
     modified: bool
     notes: tuple[str, ...] = ()      # what the pass changed, one line each
     rejected: tuple[str, ...] = ()   # matches it declined, with the reason
+    data: Mapping[str, Any] = field(default_factory=dict)  # results for the report (a memory plan)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PassRecord:
     notes: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     skipped: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False)  # not serialised
 
     def to_json(self) -> dict:
         return {"name": self.name, "modified": self.modified, "seconds": round(self.seconds, 6),
@@ -70,7 +72,7 @@ def run_pipeline(graph: Graph, pipeline: Sequence[tuple[str, PassFn]], options: 
             _verify(result.graph, f"pass {name}")
         graph = result.graph
         rec = PassRecord(name, result.modified, dt, before, _size(graph), list(result.notes),
-                         list(result.rejected))
+                         list(result.rejected), data=result.data)
         records.append(rec)
         if options.explain:
             for line in rec.notes:

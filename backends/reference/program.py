@@ -52,6 +52,12 @@ class _Step:
         self.frees: list[int] = []
         self.is_extern = node.op is Op.EXTERN  # an extern's torch op may return another dtype
 
+    def execute(self, args: list[Any], env: dict[sympy.Symbol, int]) -> Any:
+        """The step's result: a tensor or a sequence of tensors."""
+        if self.body is not None:
+            return self.body.run(args, env)
+        return self.kernel(args, {k: a(env) for k, a in self.attrs.items()})
+
 
 class ReferenceProgram:
     """A callable running ``graph``: ``program(*tensors) -> list of output tensors``."""
@@ -112,19 +118,15 @@ class ReferenceProgram:
         for s, t in self._constants_on(device).items():
             vals[s] = t
         for step in self.steps:
-            attrs = {k: a(env) for k, a in step.attrs.items()}
             try:
-                if step.body is not None:
-                    out = step.body.run([vals[a] for a in step.args], env)
-                else:
-                    out = step.kernel([vals[a] for a in step.args], attrs)
+                out = step.execute([vals[a] for a in step.args], env)
             except Exception as e:  # name the node: internal errors must say where they happened
-                raise CompileError(f"reference backend failed at {_describe(step.node, attrs)}: {e}") from e
+                raise CompileError(f"reference backend failed at {_describe(step, env)}: {e}") from e
             if isinstance(out, torch.Tensor):
                 out = (out,)
             for s, t, v in zip(step.outs, out, step.node.outputs):
                 if step.is_extern and t.dtype != v.type.dtype.to_torch() and not self.upcast:
-                    raise CompileError(f"{_describe(step.node, attrs)} returned {t.dtype}; "
+                    raise CompileError(f"{_describe(step, env)} returned {t.dtype}; "
                                        f"the IR records {v.type.dtype}")
                 if t.device != device:
                     t = t.to(device)
@@ -136,7 +138,9 @@ class ReferenceProgram:
         return [vals[s] for s in self.output_slots]
 
 
-def _describe(node: Node, attrs: dict) -> str:
+def _describe(step: _Step, env: dict[sympy.Symbol, int]) -> str:
+    node = step.node
+    attrs = {k: a(env) for k, a in step.attrs.items()}
     shown = ", ".join(f"{k}={format_attr(v) if not isinstance(v, (list,)) else v}" for k, v in attrs.items())
     types = ", ".join(str(v.type) for v in node.outputs)
     return f"{node.op}({len(node.inputs)} inputs) {{{shown}}} : {types}"

@@ -80,7 +80,8 @@ def _print(st: "State", m: "OnnxModel", data: dict[str, Any]) -> None:
     t = _table("kernels", "kernel", "op", "fused nodes", "output", "in bytes", "out bytes",
                "predicted", "measured")
     for k in data["kernels"]:
-        add_row(t, k["name"], k["op"], ", ".join(k["nodes"]), f"{k['dtype']}{k['shape']}",
+        op = f"{k['kind']} kernel" if k["op"] == "kernel" else k["op"]
+        add_row(t, k["name"], op, ", ".join(k["nodes"]), f"{k['dtype']}{k['shape']}",
                   fmt_bytes(k["input_bytes"]), fmt_bytes(k["output_bytes"]),
                   fmt_seconds(k["predicted_seconds"]), fmt_seconds(k["measured_seconds"]))
     st.out.print(t)
@@ -101,8 +102,16 @@ def _print(st: "State", m: "OnnxModel", data: dict[str, Any]) -> None:
     else:
         st.out.print(Text("fallbacks: none (every node is an effc IR op)"))
     at = f" at {sizes}" if sizes else ""
-    st.out.print(Text(f"peak intermediate memory{at}: {fmt_bytes(data['peak_bytes'])} "
-                      "(node by node, no buffer reuse yet)"))
+    mem = data.get("memory")
+    if mem:
+        scratch = f" + {fmt_bytes(mem['scratch'])} tile scratch" if mem["scratch"] else ""
+        st.out.print(Text(f"peak intermediate memory{at}: {fmt_bytes(mem['arena'])}{scratch} in one "
+                          f"planned arena ({mem['strategy']}, {mem['in_place']} in place); "
+                          f"{fmt_bytes(mem['naive'])} without reuse, lower bound "
+                          f"{fmt_bytes(mem['lower_bound'])}"))
+    else:
+        st.out.print(Text(f"peak intermediate memory{at}: {fmt_bytes(data['peak_bytes'])} "
+                          "(node by node, no buffer reuse)"))
 
 
 def _table(title: str, *columns: str) -> Table:

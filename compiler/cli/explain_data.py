@@ -25,7 +25,7 @@ def explain_data(m: "OnnxModel", dims: Mapping[str, int], seed: int, repeat: int
     from effc.cli.inputs import random_feeds, resolve_sizes, to_tensors
     from effc.ir import Op
     from effc.ir.printer import Namer
-    from effc.program import peak_bytes
+    from effc.program import memory_summary, peak_bytes
 
     sizes = resolve_sizes(m.inputs, dims)
     tensors = to_tensors(m.inputs, random_feeds(m.inputs, sizes, seed))
@@ -43,8 +43,12 @@ def explain_data(m: "OnnxModel", dims: Mapping[str, int], seed: int, repeat: int
             if node.op is Op.CONSTANT:
                 continue
             out = node.outputs[0].type
+            fused = node.op is Op.KERNEL
             kernels.append({
-                "graph": label, "name": names[0], "op": node.op.value, "nodes": names,
+                "graph": label, "name": names[0], "op": node.op.value,
+                # a fused kernel lists the ops of its body; any other node is its own kernel
+                "kind": node.attrs["kind"] if fused else "op",
+                "nodes": [n.op.value for n in node.attrs["body"].nodes] if fused else names,
                 "dtype": out.dtype.value, "shape": _shape(out.shape),
                 "input_bytes": sum(_bytes(v.type, env) for v in node.inputs),
                 "output_bytes": sum(_bytes(v.type, env) for v in node.outputs),
@@ -52,7 +56,12 @@ def explain_data(m: "OnnxModel", dims: Mapping[str, int], seed: int, repeat: int
                 "measured_seconds": measured.get(id(node)),
             })
         data["kernels"] = kernels
-    if data.get("peak_bytes") is None:
+    planned = next((p.data for p in m.report.passes if p.name == "plan_memory" and p.data), None)
+    if planned:  # the memory plan's formulas, at these sizes
+        data["memory"] = memory_summary(planned["plan"], planned["scratch"], env)
+        data["peak_bytes"] = data["memory"]["arena"] + data["memory"]["scratch"]
+    else:
+        data["memory"] = None
         data["peak_bytes"] = peak_bytes(graph, env)
     data["sizes"] = dict(sizes)
     data["cost_model"] = None if predict is None else f"{predict.__module__}.{predict.__name__}"
@@ -80,10 +89,9 @@ def measure_nodes(graph: "Graph", tensors: Sequence["torch.Tensor"], env: Mappin
             for s, name in program.constant_slots.items():
                 vals[s] = graph.constants[name]
             for step in program.steps:
-                attrs = {k: a(env) for k, a in step.attrs.items()}
                 args = [vals[a] for a in step.args]
                 t0 = time.perf_counter()
-                out = step.kernel(args, attrs)
+                out = step.execute(args, env)
                 dt = time.perf_counter() - t0
                 if r:
                     samples[id(step.node)].append(dt)

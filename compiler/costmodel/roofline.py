@@ -96,6 +96,8 @@ def predict_node(node: Node, env: Mapping[Any, int], target: Target | None = Non
     if target is None:
         from .calibrate import current_target
         target = current_target()
+    if node.op is Op.KERNEL:
+        return _predict_fused(node, env, target)
     b, f = node_bytes(node, env), node_flops(node, env)
     if b is None or f is None:
         return None
@@ -104,3 +106,19 @@ def predict_node(node: Node, env: Mapping[Any, int], target: Target | None = Non
     return Prediction(seconds, "medium" if target.calibrated else "low",
                       {"bytes": b, "flops": f, "bound": "memory" if memory >= compute else "compute",
                        "target": target.name})
+
+
+def _predict_fused(node: Node, env: Mapping[Any, int], target: Target) -> Prediction | None:
+    """A kernel node is priced from its kernel IR; a kind with no lowering (a patched stage)
+    from its body's nodes, as one kernel that reads its inputs and writes its outputs once."""
+    from effc.ir.kernel import LoweringError
+    from effc.ir.kernel_lower import lower
+
+    from .group_cost import predict_group
+    from .kernel_cost import predict_kernel
+    try:
+        kernel = lower(node)
+    except LoweringError:
+        body = node.attrs["body"]
+        return predict_group(body.nodes, body.outputs, env, target)
+    return predict_kernel(kernel, env, target)

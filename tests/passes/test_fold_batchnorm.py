@@ -261,9 +261,13 @@ def test_pipeline_folds_a_traced_conv_block() -> None:
     graph = b.build([b.op(Op.RESHAPE, [b.op(Op.RESHAPE, [z], shape=[2, -1])], shape=[2, 4, 5, 5])])
 
     after, records = run_pipeline(graph, PIPELINE, Options(verify=True))
-    assert [n.op for n in after.nodes] == [Op.CONSTANT, Op.CONSTANT, Op.CONVOLUTION, Op.RELU]
+    # what is left is one convolution with a relu epilogue, fused into one kernel
+    assert [n.op for n in after.nodes] == [Op.CONSTANT, Op.CONSTANT, Op.KERNEL]
+    kernel = after.nodes[-1]
+    assert kernel.attrs["kind"] == "conv"
+    assert [n.op for n in kernel.attrs["body"].nodes] == [Op.CONVOLUTION, Op.RELU]
     assert {r.name for r in records if r.modified} == {
-        "simplify", "fold_constants", "fold_batchnorm"}
+        "simplify", "fold_constants", "fold_batchnorm", "fuse"}
     xin = torch.randn(2, 3, 5, 5)
     with torch.no_grad():
         eager = model(xin)
