@@ -56,5 +56,11 @@ def compile(fn: Callable | torch.nn.Module, example_inputs: Sequence[Any] = (), 
     compiled = torch.compile(fn, backend=backend, dynamic=dynamic)
     model = CompiledModel(compiled, backend, fn)
     if example_inputs:
-        model(*example_inputs)
+        try:
+            model(*example_inputs)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            # torch.compile wraps what the backend raised; a UserError is for the user as is
+            if isinstance(e.inner_exception, UserError):
+                raise e.inner_exception.with_traceback(None) from None
+            raise
     return model

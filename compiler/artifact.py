@@ -150,7 +150,7 @@ def write_into(folder: Path, model: "OnnxModel", options: Options, *,
 def options_json(options: Options) -> dict[str, Any]:
     """The options that shape the compiled result (the dump folder is a build detail)."""
     return {"target": options.target, "disable_passes": list(options.disable_passes),
-            "training": options.training}
+            "training": options.training, "memory_budget": options.memory_budget}
 
 
 def _write_weights(path: Path, tensors: Mapping[str, "torch.Tensor"]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import sympy
 import torch
 
 from .graph import Graph, GraphBuilder, Node, Value
-from .kernel_node import copy_node
+from .rewrite import Rewriter
 from .ops import Op
 from .types import normalize_axis
 
@@ -33,18 +33,14 @@ Rule = Callable[[GraphBuilder, Node, Sequence[Value]], Value]
 
 def decompose(graph: Graph) -> Graph:
     """``graph`` with every composite reduction and batch norm replaced by its definition."""
-    b = GraphBuilder()
-    b.reserve(graph.constants)
-    m: dict[Value, Value] = {v: b.input(v.name or f"in{i}", v.type) for i, v in enumerate(graph.inputs)}
+    rw = Rewriter(graph)
     for node in graph.nodes:
-        if node.op is Op.CONSTANT:
-            m[node.output] = b.adopt_constant(node.attrs["name"], graph.constant(node))
-            continue
-        ins = [m[v] for v in node.inputs]
         rule = RULES.get(node.op)
-        outs = (rule(b, node, ins),) if rule else copy_node(b, node, ins).outputs
-        m.update(zip(node.outputs, outs))
-    return b.build([m[v] for v in graph.outputs])
+        if rule is None:
+            rw.copy(node)
+        else:
+            rw.replace(node.output, rule(rw.b, node, rw.map(node.inputs)))
+    return rw.finish()
 
 
 def _axes(x: Value, dims: Sequence[int] | None) -> list[int]:

@@ -160,29 +160,16 @@ def _step(s: Stmt, temps: dict[str, torch.Tensor], bufs: dict[str, torch.Tensor]
         dst[idx.reshape(-1)] = val.reshape(-1).to(dst.dtype)
 
 
+_REDUCERS = {"sum": torch.sum, "prod": torch.prod, "max": torch.amax, "min": torch.amin,
+             "any": torch.any, "all": torch.all, "argmax": torch.argmax, "argmin": torch.argmin}
+
+
 def _reduce(op: str, v: torch.Tensor, nr: int) -> torch.Tensor:
     """Reduce the trailing ``nr`` dims, keeping them as size 1 (outer rank stays aligned)."""
-    lead = list(v.shape[:v.dim() - nr])
-    flat = v.reshape(lead + [-1])
-    if op == "sum":
-        r = flat.sum(-1)
-    elif op == "prod":
-        r = flat.prod(-1)
-    elif op == "max":
-        r = flat.amax(-1)
-    elif op == "min":
-        r = flat.amin(-1)
-    elif op == "any":
-        r = flat.any(-1)
-    elif op == "all":
-        r = flat.all(-1)
-    elif op == "argmax":
-        r = flat.argmax(-1)
-    elif op == "argmin":
-        r = flat.argmin(-1)
-    else:
+    if op not in _REDUCERS:
         raise ValueError(f"unknown reduction {op}")
-    return r.reshape(lead + [1] * nr)
+    lead = list(v.shape[:v.dim() - nr])
+    return _REDUCERS[op](v.reshape(lead + [-1]), -1).reshape(lead + [1] * nr)
 
 
 def _call_node(t: Template, inputs: Sequence[torch.Tensor], env: Mapping[sympy.Symbol, int]) -> list[torch.Tensor]:

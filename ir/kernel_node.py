@@ -46,10 +46,11 @@ arithmetic, never copies.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .graph import Graph, GraphBuilder, Node, Value
 from .ops import Op
+from .rewrite import Rewriter
 
 
 def copy_node(b: GraphBuilder, node: Node, inputs: Sequence[Value]) -> Node:
@@ -92,22 +93,17 @@ def kernels(graph: Graph) -> Iterable[Node]:
     return (n for n in graph.nodes if n.op is Op.KERNEL)
 
 
-def inline_kernels(graph: Graph) -> Graph:
-    """``graph`` with every kernel node replaced by its body's nodes (undoes fusion)."""
-    b = GraphBuilder()
-    b.reserve(graph.constants)
-    mapping: dict[Value, Value] = {v: b.input(v.name or f"in{i}", v.type) for i, v in enumerate(graph.inputs)}
+def inline_kernels(graph: Graph, which: Callable[[Node], bool] | None = None) -> Graph:
+    """``graph`` with every kernel node (or those ``which`` picks) replaced by its body's nodes:
+    undoes fusion."""
+    rw = Rewriter(graph)
     for node in graph.nodes:
-        if node.op is Op.CONSTANT:
-            mapping[node.output] = b.adopt_constant(node.attrs["name"], graph.constant(node))
-            continue
-        ins = [mapping[v] for v in node.inputs]
-        if node.op is Op.KERNEL:
-            outs = _inline(b, node.attrs["body"], ins)
+        if node.op is Op.KERNEL and (which is None or which(node)):
+            for old, new in zip(node.outputs, _inline(rw.b, node.attrs["body"], rw.map(node.inputs))):
+                rw.replace(old, new)
         else:
-            outs = list(copy_node(b, node, ins).outputs)
-        mapping.update(zip(node.outputs, outs))
-    return b.build([mapping[v] for v in graph.outputs])
+            rw.copy(node)
+    return rw.finish()
 
 
 def _inline(b: GraphBuilder, body: Graph, ins: Sequence[Value]) -> list[Value]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from effc.debug import log
-from effc.errors import CompileError
+from effc.errors import CompileError, UserError
 from effc.ir import Graph, Op
 from effc.options import Options
 
@@ -65,6 +65,8 @@ def run_pipeline(graph: Graph, pipeline: Sequence[tuple[str, PassFn]], options: 
         t0 = time.perf_counter()
         try:
             result = fn(graph, options)
+        except UserError:   # the user's request cannot be met (a memory budget): say so as is
+            raise
         except Exception as e:
             raise CompileError(f"pass {name} failed: {e}") from e
         dt = time.perf_counter() - t0

@@ -38,6 +38,7 @@ def total_bytes(graph: Graph, env: Mapping[Any, int]) -> int:
 
 def fit(graph: Graph, options: Options, planned: int) -> PassResult:
     """``graph`` rescheduled to peak within the budget, or MemoryBudgetError."""
+    from .plan_memory import live_peak
     budget = options.memory_budget
     assert budget is not None
     if graph.symbols():
@@ -46,11 +47,19 @@ def fit(graph: Graph, options: Options, planned: int) -> PassResult:
             f"{format_bytes(budget)}, and patch-based scheduling needs static sizes (this graph "
             f"has {', '.join(sorted(map(str, graph.symbols())))}); compile with static shapes")
     env: dict[Any, int] = {}
-    flat = inline_kernels(graph)
-    patched, notes, rejected = schedule(flat, budget, env, lambda g: total_bytes(g, env), add_scratch=False)
+    # only convolution and pointwise kernels can join a stage; the rest (a classifier whose
+    # weight is read transposed, say) stay fused, as they will be in the end
+    flat = inline_kernels(graph, lambda k: k.attrs["kind"] in ("conv", "pointwise"))
+    # candidates are priced by the liveness bound (cheap); the chosen one is planned in full
+    patched, notes, rejected = schedule(flat, budget, env, lambda g: live_peak(g, env))
     fused = fuse.run(patched, options).graph
     peak = total_bytes(fused, env)
     if peak > budget:
+        unfused = total_bytes(patched, env)
+        if unfused > budget:
+            raise MemoryBudgetError(
+                f"no schedule fits the memory budget of {format_bytes(budget)}: the best schedule "
+                f"found ({notes[0]}) plans to {format_bytes(min(peak, unfused))}")
         notes.append(f"kept the schedule unfused: fused around the patched stage it peaks at "
                      f"{format_bytes(peak)}, over the budget")
         fused = patched

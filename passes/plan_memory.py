@@ -248,6 +248,20 @@ def _liveness(graph: Graph) -> tuple[list[_Storage], dict[Value, int]]:
     return storages, home
 
 
+def live_peak(graph: Graph, env: Mapping[sympy.Symbol, int]) -> int:
+    """The liveness lower bound of ``graph``'s arena at ``env`` without placing anything: what
+    a schedule search can afford to compute for every candidate."""
+    storages, _ = _liveness(graph)
+    sizes = [_at(aligned_bytes(s.value), env) for s in storages]
+    events = sorted([(s.start, n) for s, n in zip(storages, sizes)] +
+                    [(s.end + 1, -n) for s, n in zip(storages, sizes)], key=lambda e: (e[0], e[1]))
+    live = peak = 0
+    for _, n in events:
+        live += n
+        peak = max(peak, live)
+    return peak
+
+
 # -- the plan ---------------------------------------------------------------------------------
 
 def plan(graph: Graph, hint: Mapping[sympy.Symbol, int]) -> MemoryPlan:

@@ -47,13 +47,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from effc.costmodel.roofline import node_flops
 from effc.errors import MemoryBudgetError
-from effc.ir import Graph, GraphBuilder, Node, Op, Value
-from effc.ir.kernel_node import add_kernel, copy_node, extract_body
+from effc.ir import Graph, Node, Op, Value
+from effc.ir.kernel_node import add_kernel, extract_body
+from effc.ir.rewrite import Rewriter
 
 from . import receptive_field as rf
 
 NAME = "schedule_patches"
-DEFAULT_GRIDS: tuple[tuple[int, int], ...] = tuple((n, n) for n in range(2, 9))
+# square grids; the finer ones pay off for long stages, whose halos make coarse tiles big
+DEFAULT_GRIDS: tuple[tuple[int, int], ...] = tuple((n, n) for n in (*range(2, 9), 10, 12, 14, 16))
 PeakFn = Callable[[Graph], int]
 
 
@@ -118,19 +120,13 @@ def patch_stage(graph: Graph, stage: Stage, rows: Sequence[int], cols: Sequence[
     body, outer = extract_body(stage.nodes, [stage.output])
     params = {"input": outer.index(stage.source), "rows": tuple(rows), "cols": tuple(cols)}
     members = set(stage.nodes)
-    b = GraphBuilder()
-    b.reserve(graph.constants)
-    mapping: dict[Value, Value] = {v: b.input(v.name or f"in{i}", v.type) for i, v in enumerate(graph.inputs)}
+    rw = Rewriter(graph)
     for node in graph.nodes:
-        if node.op is Op.CONSTANT:
-            mapping[node.output] = b.adopt_constant(node.attrs["name"], graph.constant(node))
-        elif node in members:
-            if node.output is stage.output:
-                k = add_kernel(b, "patched", name, [mapping[v] for v in outer], body, params)
-                mapping[stage.output] = k.output
-        else:
-            mapping.update(zip(node.outputs, copy_node(b, node, [mapping[v] for v in node.inputs]).outputs))
-    return b.build([mapping[v] for v in graph.outputs])
+        if node not in members:
+            rw.copy(node)
+        elif node.output is stage.output:
+            rw.replace(stage.output, add_kernel(rw.b, "patched", name, rw.map(outer), body, params).output)
+    return rw.finish()
 
 
 def _tile_bytes(v: Value, region: rf.Region) -> int:
@@ -141,8 +137,10 @@ def _tile_bytes(v: Value, region: rf.Region) -> int:
 
 def scratch_bytes(node: Node, env: Mapping[Any, int]) -> int:
     """Bytes of one tile's intermediates held at once, for the largest tile, when a patched
-    node's body runs node by node freeing each value after its last use. The spatial input is
-    read in place and each output tile written in place, so neither counts."""
+    node's body runs node by node freeing each value after its last use, and a pointwise node
+    writes over an input tile of the same size that dies there (as the arena plan does for
+    whole buffers). The spatial input is read in place and each output tile written in place,
+    so neither counts."""
     source, spatial, nodes = rf.check_body(node)
     output = node.attrs["body"].outputs[0]
     rows, cols = rf.tile_bounds(node)
@@ -155,7 +153,12 @@ def scratch_bytes(node: Node, env: Mapping[Any, int]) -> int:
             if n.output not in regions:
                 continue
             if n.output is not output:
-                live[n.output] = _tile_bytes(n.output, regions[n.output])
+                size = _tile_bytes(n.output, regions[n.output])
+                if n.op.family in rf.POINTWISE:
+                    donor = next((v for v in n.inputs if live.get(v) == size and last.get(v) == i), None)
+                    if donor is not None:
+                        del live[donor]
+                live[n.output] = size
             peak = max(peak, sum(live.values()))
             for v in [v for v in live if last.get(v, -1) <= i]:
                 del live[v]

@@ -118,3 +118,24 @@ def test_onnx_paths_go_to_the_onnx_frontend() -> None:
         effc.compile("model.onnx")
     with pytest.raises(effc.UserError, match="no example inputs"):
         effc.compile("model.onnx", [torch.ones(1)])
+
+
+def test_memory_budget_patches_a_cnn_or_says_what_it_reached() -> None:
+    from effc.errors import MemoryBudgetError
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU6(),
+                            torch.nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), torch.nn.ReLU6(),
+                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(1, 3, 48, 48)
+    plain = effc.compile(m, (x,)).explain().graphs[0].memory
+    assert plain["arena"] > 100 * 1024
+    torch._dynamo.reset()
+    compiled = effc.compile(m, (x,), memory_budget="100KiB")
+    g = compiled.explain().graphs[0]
+    assert g.memory["arena"] + g.memory["scratch"] <= 100 * 1024
+    assert g.ops.get("kernel", 0) >= 1 and 'kind="patched"' in g.ir
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x), rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+    with pytest.raises(MemoryBudgetError, match="smallest peak found is"):
+        effc.compile(m, (x,), memory_budget="2KiB")

@@ -66,6 +66,10 @@ TargetOpt = Annotated[str, typer.Option(
 DisablePassOpt = Annotated[Optional[list[str]], typer.Option(
     "--disable-pass", metavar="NAME",
     help="Skip the pass NAME (repeatable; an unknown name lists the passes).")]
+MemoryBudgetOpt = Annotated[Optional[str], typer.Option(
+    "--memory-budget", metavar="SIZE",
+    help="Peak activation memory allowed, such as 512KiB or 2MB; over it, the first stage of a "
+         "CNN runs patch by patch (static sizes only).")]
 DimOpt = Annotated[Optional[list[str]], typer.Option(
     "--dim", metavar="NAME=SIZE",
     help="Value of a symbolic size such as batch=8 (repeatable; sizes not given are 1).")]
@@ -74,9 +78,11 @@ ModelArg = Annotated[str, typer.Argument(metavar="MODEL.onnx", help="The ONNX mo
                                          show_default=False)]
 
 
-def build_options(target: str, disable_passes: Sequence[str] | None) -> "Options":
+def build_options(target: str, disable_passes: Sequence[str] | None,
+                  memory_budget: str | None = None) -> "Options":
     from effc.options import Options
-    return Options(target=target, disable_passes=tuple(disable_passes or ()))
+    return Options(target=target, disable_passes=tuple(disable_passes or ()),
+                   memory_budget=memory_budget)
 
 
 _DIM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(\d+)\s*$")

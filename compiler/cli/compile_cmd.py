@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from effc.cli.common import DisablePassOpt, ModelArg, TargetOpt, build_options, model_file, state
+from effc.cli.common import (DisablePassOpt, MemoryBudgetOpt, ModelArg, TargetOpt, build_options,
+                             model_file, state)
 from effc.cli.tables import fmt_bytes
 
 
@@ -18,6 +19,7 @@ def compile_command(
                                         help="The artifact folder to write.", show_default=False)],
     target: TargetOpt = "auto",
     disable_pass: DisablePassOpt = None,
+    memory_budget: MemoryBudgetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it is an existing "
                                                         "artifact folder.")] = False,
 ) -> None:
@@ -31,7 +33,7 @@ def compile_command(
     from effc import artifact
 
     st = state(ctx)
-    options = build_options(target, disable_pass)
+    options = build_options(target, disable_pass, memory_budget)
     path = model_file(model)
     out = Path(output)
     artifact.check_destination(out, force)

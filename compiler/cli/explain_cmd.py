@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from effc.cli.common import (DimOpt, DisablePassOpt, ModelArg, SeedOpt, TargetOpt, build_options,
-                             compile_model, model_file, parse_dims, state)
+from effc.cli.common import (DimOpt, DisablePassOpt, MemoryBudgetOpt, ModelArg, SeedOpt, TargetOpt,
+                             build_options, compile_model, model_file, parse_dims, state)
 
 if TYPE_CHECKING:
     from effc.cli.common import State
@@ -37,6 +37,7 @@ def explain_command(
     seed: SeedOpt = 0,
     target: TargetOpt = "auto",
     disable_pass: DisablePassOpt = None,
+    memory_budget: MemoryBudgetOpt = None,
 ) -> None:
     """Show what effc did: passes, kernels, fallbacks and peak memory.
 
@@ -48,7 +49,7 @@ def explain_command(
 
     st = state(ctx)
     dims = parse_dims(dim)
-    options = build_options(target, disable_pass)
+    options = build_options(target, disable_pass, memory_budget)
     path = model_file(model)
     m = compile_model(path, options, st)
     data = explain_data(m, dims, seed, repeat if measure else 0)

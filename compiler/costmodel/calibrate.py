@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .roofline import CPU_DEFAULT, Target
+from .roofline import Target, default_target
 
 FORMAT = 1
 # sizes of the measured work: (copy elements, matmul side, repetitions)
@@ -80,14 +80,20 @@ def calibrate(device: str = "cpu", quick: bool = False, progress: Callable[[str]
     say("float32 matmul")
     a, b = torch.rand(side, side, device=device), torch.rand(side, side, device=device)
     mm = _median_seconds(lambda: torch.mm(a, b), reps, sync)
+    half = 0.0
+    if device.startswith("cuda"):  # tensor cores: half-precision matmuls have their own ceiling
+        say("float16 matmul")
+        a16, b16 = a.half(), b.half()
+        half = 2 * side**3 / _median_seconds(lambda: torch.mm(a16, b16), reps, sync)
     say("call overhead")
     one = torch.ones(1, device=device)
     call = _median_seconds(lambda: torch.add(one, one), reps * 20, sync)
     key = target_key(device)
-    target = Target(key, bandwidth=2 * n * 4 / copy, peak_flops=2 * side**3 / mm, overhead=call, calibrated=True)
+    target = Target(key, bandwidth=2 * n * 4 / copy, peak_flops=2 * side**3 / mm, overhead=call,
+                    calibrated=True, half_flops=half)
     path = cache_path(key)
     _write(path, {"format": FORMAT, "key": key, "bandwidth": target.bandwidth, "peak_flops": target.peak_flops,
-                  "overhead": target.overhead, "quick": quick, "torch": torch.__version__,
+                  "overhead": target.overhead, "half_flops": half, "quick": quick, "torch": torch.__version__,
                   "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
     return Measured(target, time.perf_counter() - started, path)
 
@@ -132,16 +138,17 @@ def cached_target(device: str = "cpu") -> Target | None:
         values = [float(d["bandwidth"]), float(d["peak_flops"]), float(d["overhead"])]
         if d.get("format") != FORMAT or d.get("key") != key or not all(math.isfinite(v) and v > 0 for v in values):
             return None
+        half = float(d.get("half_flops", 0.0))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return Target(key, *values, calibrated=True)
+    return Target(key, *values, calibrated=True, half_flops=half if math.isfinite(half) and half > 0 else 0.0)
 
 
 def current_target(device: str = "cpu") -> Target:
     """The target passes predict for: calibrated when a calibration is cached, else defaults.
     Read once per process."""
     if device not in _LOADED:
-        _LOADED[device] = cached_target(device) or CPU_DEFAULT
+        _LOADED[device] = cached_target(device) or default_target(target_key(device))
     return _LOADED[device]
 
 

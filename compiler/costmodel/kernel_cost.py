@@ -81,7 +81,8 @@ def predict_kernel(kernel: Kernel, env: Mapping[Any, int], target: Target | None
     except ValueError:
         return None
     memory = (f["bytes_read"] + f["bytes_written"]) / target.bandwidth
-    compute = f["flops"] / target.peak_flops
+    dense = kernel.template is not None and kernel.template.op in ("matmul", "conv")
+    compute = f["flops"] / target.flops_for(f["itemsize"], dense)
     confidence = "medium" if target.calibrated and not f["opaque"] else "low"
     return Prediction(max(memory, compute) + target.overhead, confidence,
                       {**f, "bound": "memory" if memory >= compute else "compute", "target": target.name})

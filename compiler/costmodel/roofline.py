@@ -9,6 +9,7 @@ operand for element-wise math, and one per input element for reductions, norms a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -24,11 +25,36 @@ class Target:
     peak_flops: float       # float32 FLOP/s
     overhead: float         # seconds per kernel launch / call
     calibrated: bool = False
+    half_flops: float = 0.0  # float16/bfloat16 FLOP/s of matrix units (tensor cores); 0: as float32
+
+    def flops_for(self, itemsize: int, dense: bool) -> float:
+        """Peak FLOP/s for arithmetic on ``itemsize``-byte floats; ``dense``: a matmul or
+        convolution, which half-precision matrix units run."""
+        return self.half_flops if dense and itemsize == 2 and self.half_flops else self.peak_flops
 
 
 # A 2-core x86-64 server slice: stream-copy bandwidth ~10 GB/s, two AVX2 FMA pipes per core
 # at ~2.5 GHz (2 cores x 2 x 8 lanes x 2 x 2.5e9 ~ 160 GFLOP/s, of which ~60% reachable).
 CPU_DEFAULT = Target("cpu 2 cores (uncalibrated defaults)", 10e9, 100e9, 2e-6)
+# NVIDIA GPUs by compute capability, at about 70-80% of the data-sheet figures (what copies and
+# large GEMMs reach): H100/H200 (sm90) 3.35-4.8 TB/s, 67 TFLOP/s float32, 989 dense float16;
+# A100 (sm80) 2.0 TB/s, 19.5 float32, 312 float16; L4/4090 (sm89) 0.3-1.0 TB/s, 60-82, 242-330.
+GPU_DEFAULTS = {
+    "sm90": Target("sm90 (uncalibrated defaults)", 3.0e12, 50e12, 5e-6, half_flops=650e12),
+    "sm80": Target("sm80 (uncalibrated defaults)", 1.5e12, 15e12, 5e-6, half_flops=230e12),
+    "sm89": Target("sm89 (uncalibrated defaults)", 0.6e12, 50e12, 5e-6, half_flops=180e12),
+}
+
+
+def default_target(description: str) -> Target:
+    """Uncalibrated ceilings for a target description ("sm90 NVIDIA H200", "cpu-avx2 2
+    threads"); an unknown GPU gets the closest older architecture's."""
+    m = re.match(r"sm(\d+)", description)
+    if m:
+        cap = int(m.group(1))
+        known = sorted((int(k[2:]) for k in GPU_DEFAULTS if int(k[2:]) <= cap), reverse=True)
+        return GPU_DEFAULTS[f"sm{known[0]}" if known else "sm80"]
+    return CPU_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -101,7 +127,9 @@ def predict_node(node: Node, env: Mapping[Any, int], target: Target | None = Non
     b, f = node_bytes(node, env), node_flops(node, env)
     if b is None or f is None:
         return None
-    memory, compute = b / target.bandwidth, f / target.peak_flops
+    dense = node.op.family in (Family.MATMUL, Family.CONV)
+    itemsize = node.outputs[0].type.dtype.itemsize if node.outputs else 4
+    memory, compute = b / target.bandwidth, f / target.flops_for(itemsize, dense)
     seconds = max(memory, compute) + target.overhead
     return Prediction(seconds, "medium" if target.calibrated else "low",
                       {"bytes": b, "flops": f, "bound": "memory" if memory >= compute else "compute",

@@ -28,7 +28,8 @@ def test_compile_writes_the_artifact(models: dict[str, Path], tmp_path: Path) ->
     assert m["effc_version"] == effc_pkg.__version__
     assert m["model"]["file"] == "mlp.onnx"
     assert m["model"]["sha256"] == hashlib.sha256(models["mlp"].read_bytes()).hexdigest()
-    assert m["options"] == {"target": "auto", "disable_passes": [], "training": "compile"}
+    assert m["options"] == {"target": "auto", "disable_passes": [], "training": "compile",
+                            "memory_budget": None}
     assert m["target"] == "reference"
     assert m["inputs"] == [{"name": "x", "dtype": "f32", "shape": ["batch", 4]}]
     assert m["outputs"] == [{"name": "y", "dtype": "f32", "shape": ["batch", 3]}]

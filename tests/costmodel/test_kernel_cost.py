@@ -54,3 +54,24 @@ def test_opaque_kernels_stay_low_confidence_and_unbound_sizes_give_none():
     k = _kernel("op", lambda b, x: [b.op(Op.CUMSUM, [x], dim=0, dtype=None)], TensorType(DType.F32, (N, 4)))
     assert predict_kernel(k, {N: 4}, Target("c", 1e9, 1e9, 1e-6, calibrated=True)).confidence == "low"
     assert predict_kernel(k, {}, T) is None
+
+
+def test_targets_by_description_and_half_precision_matrix_units():
+    from effc.costmodel.roofline import CPU_DEFAULT, GPU_DEFAULTS, default_target
+    assert default_target("sm90 NVIDIA H200") is GPU_DEFAULTS["sm90"]
+    assert default_target("sm100 NVIDIA B200") is GPU_DEFAULTS["sm90"]   # newest known below it
+    assert default_target("sm75 Tesla T4") is GPU_DEFAULTS["sm80"]
+    assert default_target("cpu-avx512 2 threads") is CPU_DEFAULT
+    gpu = GPU_DEFAULTS["sm90"]
+    shape = ((4096, 4096), (4096, 4096))
+    f32 = _kernel("matmul", lambda b, x, w: [b.op(Op.MATMUL, [x, w])], *(TensorType(DType.F32, s) for s in shape))
+    f16 = _kernel("matmul", lambda b, x, w: [b.op(Op.MATMUL, [x, w])], *(TensorType(DType.F16, s) for s in shape))
+    p32, p16 = predict_kernel(f32, {}, gpu), predict_kernel(f16, {}, gpu)
+    assert p32 is not None and p16 is not None
+    assert p32.features["bound"] == p16.features["bound"] == "compute"
+    # the same FLOPs on tensor cores: the half-precision ceiling, not float32's
+    assert abs(p16.seconds - (2 * 4096**3 / gpu.half_flops + gpu.overhead)) < 1e-9
+    assert p32.seconds > 5 * p16.seconds
+    # element-wise half-precision math gets no tensor-core rate
+    add = _kernel("pointwise", lambda b, x, y: [b.op(Op.ADD, [x, y])], *(TensorType(DType.F16, s) for s in shape))
+    assert predict_kernel(add, {}, gpu).features["bound"] == "memory"
