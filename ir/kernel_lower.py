@@ -25,6 +25,9 @@ reductions are first spelt out (kernel_decompose.py); each primitive reduction t
 ``Reduce`` in the loop of its depth (the number of reductions on its longest input path), so
 softmax gets a max loop, a sum loop and a loop storing its F-shaped output.
 
+Each output is stored at its own index: the domain's index mapped by ``align_index`` where
+the output's shape is the domain's (or, in a reduction, its reduction's) up to size-1 dims.
+
 Kinds ``op`` and ``extern`` lower to an opaque kernel whose template is
 ``Template(op="node")`` holding the body's one node, which code generators run as a library
 call; ``view`` lowers to a kernel with no body whose output aliases its input.
@@ -43,7 +46,8 @@ from .kernel import (Axis, Buffer, Compute, Const, IndexValue, Kernel, Load, Loo
                      Store, Template)
 from .kernel_decompose import PRIMITIVE_REDUCTIONS, decompose
 from .kernel_templates import TEMPLATE_OPS, conv_template, matmul_template
-from .kernel_views import Index, broadcast_index, flat_index, simplify_index, view_index
+from .kernel_views import (Index, align_index, broadcast_index, flat_index, same_up_to_ones, simplify_index,
+                           view_index)
 from .ops import U_BOOL, U_FLOAT, Family, Op
 from .shape_rules import elementwise_dtype
 from .types import Dim, dims_equal, normalize_axis
@@ -189,9 +193,12 @@ class _Lowerer:
         buf = self.ins[v]
         return buf, simplify_index(flat_index(idx, buf.shape), self.sizes)
 
-    def store(self, buf: Buffer, v: Value, idx: Index) -> None:
-        t = self.value(v, idx)
-        index = simplify_index(flat_index(idx, buf.shape), self.sizes)
+    def store(self, buf: Buffer, v: Value, idx: Index, shape: Sequence[Dim]) -> None:
+        """Store ``v`` at ``idx``, an index over ``shape``: the output's own shape or one equal
+        to it up to size-1 dims, whose index is mapped to the output's own."""
+        own = align_index(idx, shape, buf.shape)
+        t = self.value(v, own)
+        index = simplify_index(flat_index(own, buf.shape), self.sizes)
         self.emit(Store(buf.name, index, t), [index])
 
     def close_loop(self) -> None:
@@ -268,14 +275,18 @@ class _Lowerer:
             raise LoweringError(f"a pointwise kernel cannot hold {reds[0].op}")
         shape = self.outs[0].shape if self.outs else ()
         domain, idx = self.axes("i", shape)
-        self._store_all(shape, tuple(idx))
+        self._store_all(shape, tuple(idx), exact=True)
         return self.finish(domain, ())
 
-    def _store_all(self, shape: Sequence[Dim], idx: Index) -> None:
+    def _store_all(self, shape: Sequence[Dim], idx: Index, exact: bool) -> None:
+        """Store every output over the domain ``shape``: of that shape when ``exact``
+        (pointwise), else of that shape up to size-1 dims (matmul, conv)."""
         for v, buf in zip(self.graph.outputs, self.outs):
-            if not _same_shape(buf.shape, shape):
-                raise LoweringError(f"output {buf.name} is {list(buf.shape)}, the domain {list(shape)}")
-            self.store(buf, v, idx)
+            if not (_same_shape if exact else same_up_to_ones)(buf.shape, shape):
+                what = "" if exact else " up to size-1 dims"
+                raise LoweringError(f"output {buf.name} is {list(buf.shape)}, not the domain "
+                                    f"{list(shape)}{what}")
+            self.store(buf, v, idx, shape)
 
     def _reduction(self, reds: list[Node]) -> Kernel:
         full = reds[0].inputs[0].type.shape
@@ -306,20 +317,18 @@ class _Lowerer:
             self.close_loop()
         keep = [1 if k in rset else d for k, d in enumerate(full)]
         late = []
-        for v, buf in zip(self.graph.outputs, self.outs):
-            if _same_shape(buf.shape, full):
+        for v, buf in zip(self.graph.outputs, self.outs):  # each up to size-1 dims
+            if same_up_to_ones(buf.shape, full):
                 late.append((v, buf))
-            elif _same_shape(buf.shape, keep):
-                self.store(buf, v, keep_idx)
-            elif _same_shape(buf.shape, [d for k, d in enumerate(full) if k not in rset]):
-                self.store(buf, v, tuple(didx))
+            elif same_up_to_ones(buf.shape, keep):
+                self.store(buf, v, keep_idx, keep)
             else:
                 raise LoweringError(f"output {buf.name} is {list(buf.shape)}, neither the reduced "
-                                    f"domain {list(full)} nor its reduction")
+                                    f"domain {list(full)} nor its reduction, up to size-1 dims")
         if late:
             self.loop = []
             for v, buf in late:
-                self.store(buf, v, full_idx)
+                self.store(buf, v, full_idx, full)
             self.close_loop()
         return self.finish(domain, reduce)
 
@@ -334,7 +343,7 @@ class _Lowerer:
         build = conv_template if self.kind == "conv" else matmul_template
         template, reduce, acc = build(self, node, idx)
         self.results[node] = (idx, acc)
-        self._store_all(shape, idx)
+        self._store_all(shape, idx, exact=False)
         return self.finish(domain, reduce, template)
 
 

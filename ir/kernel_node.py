@@ -16,7 +16,11 @@ groups, and the kernel-IR lowering (ir/kernel_lower.py) lowers exactly these, so
 through this note. "Pointwise nodes" are the UNARY, BINARY, COMPARE, TERNARY and CAST families,
 FULL and ARANGE, and BATCH_NORM (inference: a per-channel affine map). "View nodes" are RESHAPE,
 PERMUTE, EXPAND, SQUEEZE, UNSQUEEZE, SLICE and SELECT: inside a kernel they become index
-arithmetic, never copies.
+arithmetic, never copies. A "trivial reshape" is a RESHAPE, SQUEEZE or UNSQUEEZE that only
+inserts or removes size-1 dims: its input and output shapes are equal once every (static)
+1 is dropped, symbolic dims compared with ``dims_equal``. It keeps the element order, and
+shapes "equal up to size-1 dims" index the same element when their non-1 dims take the same
+values in order and their 1 dims take 0 (``align_index`` in kernel_views.py).
 
 - ``pointwise``: pointwise and view nodes. Every body output has the same shape, which is the
   iteration domain; each node is computed at the index its consumers ask for (a cheap
@@ -24,16 +28,25 @@ arithmetic, never copies.
 - ``reduction``: pointwise and view nodes plus reducing nodes (REDUCE family, SOFTMAX,
   LOG_SOFTMAX, LAYER_NORM, RMS_NORM) that all share one reduction domain: the same input shape
   F and the same reduced dims R (a norm reduces its trailing normalized dims; softmax its dim).
-  Every body output has shape F (computed inside the loop over R) or F with R removed or kept
-  as size 1 (computed once per outer index). A reduction's result is used only at its own
-  outer index (broadcast back over R is fine; a view that moves it elsewhere is not).
+  A value computed from a reduction result passes only through pointwise nodes and trivial
+  reshapes, and has shape F or F with R removed, up to size-1 dims (its level: full or
+  outer); a reducing node reads such a value only of shape F exactly. A reduction's result
+  is used only at its own outer index: broadcasting within one level keeps it there (the
+  non-1 dims stay in order), and an outer value broadcast into a full one must land on F's
+  kept dims, in order (so [1, s, 1] or [s, 1] against F = [1, s, d] reducing d is fine,
+  [1, s] is not); any other view that moves it is refused. Every body output has shape F
+  (computed inside the loop over R) or F with R removed or kept as size 1 (computed once per
+  outer index), each up to size-1 dims: e.g. layer norm on [1, s, d] reshaped to [s, d].
 - ``matmul``: one MATMUL, ADDMM or LINEAR node; chains of view nodes between kernel inputs and
   its operands (a transposed or reshaped operand is read through index arithmetic); and an
-  epilogue of pointwise nodes applied to its result, whose other operands come from kernel
-  inputs through pointwise and view nodes (bias, residual, scale). Every body output has the
-  matmul's output shape.
-- ``conv``: one CONVOLUTION node reading kernel inputs directly, and an epilogue as for matmul;
-  every body output has the convolution's output shape.
+  epilogue of pointwise nodes and trivial reshapes applied to its result, every one of the
+  matmul's output shape up to size-1 dims, whose other operands come from kernel inputs
+  through pointwise and view nodes (bias, residual, scale). The domain is the matmul's output
+  shape; every body output has that shape up to size-1 dims, and is stored at the index
+  ``align_index`` maps the domain index to (e.g. addmm -> [1, s, n] -> gelu -> [s, n]).
+- ``conv``: one CONVOLUTION node reading kernel inputs directly or through trivial reshapes,
+  and an epilogue as for matmul; every body output has the convolution's output shape up to
+  size-1 dims.
 - ``view``: one RESHAPE, SQUEEZE or UNSQUEEZE node: buffers are contiguous, so its output
   aliases its input and no code runs.
 - ``op``: any other single node (pooling, gather, cat, pad, scan, group norm, attention, a

@@ -10,6 +10,12 @@ the producer's with ``floor`` and ``Mod``. ``simplify_index`` then removes what 
 make redundant: ``floor((4*i0 + i1)/4)`` is ``i0`` and ``Mod(4*i0 + i1, 4)`` is ``i1`` when
 ``i1 < 4``; so a reshape followed by its inverse folds back to the identity, and a generator
 sees plain affine indices wherever they exist.
+
+A *trivial reshape* (a reshape, squeeze or unsqueeze that only inserts or removes size-1
+dims) keeps the element order: two shapes equal up to size-1 dims (``same_up_to_ones``) index
+the same element when their non-1 dims take the same values, in order, and their 1 dims take 0.
+``align_index`` makes that map; it is how a kernel stores an output whose shape is its domain's
+up to size-1 dims ([Note: kernel groups] in kernel_node.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,30 @@ Sizes = Mapping[sympy.Symbol, Dim]  # each loop axis symbol and its extent
 
 def _one(d: Dim) -> bool:
     return isinstance(d, int) and d == 1
+
+
+def nonunit(shape: Sequence[Dim]) -> list[Dim]:
+    """``shape`` without its size-1 dims (a symbolic dim counts as not 1)."""
+    return [d for d in shape if not _one(d)]
+
+
+def same_up_to_ones(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    """True when ``a`` and ``b`` are equal once every size-1 dim is dropped."""
+    x, y = nonunit(a), nonunit(b)
+    return len(x) == len(y) and all(dims_equal(p, q) for p, q in zip(x, y))
+
+
+def is_trivial_reshape(node: Node) -> bool:
+    """A reshape, squeeze or unsqueeze that only inserts or removes size-1 dims."""
+    return (node.op in (Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE)
+            and same_up_to_ones(node.inputs[0].type.shape, node.output.type.shape))
+
+
+def align_index(idx: Index, src: Sequence[Dim], dst: Sequence[Dim]) -> Index:
+    """``idx`` over ``src`` as the index over ``dst`` of the same element, where the two shapes
+    are equal up to size-1 dims (``same_up_to_ones``)."""
+    it = iter([e for e, d in zip(idx, src) if not _one(d)])
+    return tuple(sympy.Integer(0) if _one(d) else next(it) for d in dst)
 
 
 def flat_index(idx: Sequence[sympy.Expr], shape: Sequence[Dim]) -> sympy.Expr:

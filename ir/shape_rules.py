@@ -231,6 +231,9 @@ def _norm(op: Op, ins: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, 
     _arity(op, ins, base + n_affine)
     if not x.dtype.is_float:
         raise ShapeError(f"{op} needs a floating-point input")
+    for p in ins[base:]:  # weight and bias: the input's dtype, or float32 under a half input
+        if p.dtype != x.dtype and not (p.dtype is DType.F32 and x.dtype in (DType.F16, DType.BF16)):
+            raise ShapeError(f"{op}: weight and bias must be {x.dtype} like the input, got {p.dtype}")
     if op in (Op.LAYER_NORM, Op.RMS_NORM):
         ns = tuple(attrs["normalized_shape"])
         if len(ns) > x.rank or not all(dims_equal(a, b) for a, b in zip(x.shape[x.rank - len(ns):], ns)):

@@ -20,6 +20,11 @@ After it, every top-level node but constants is a kernel (ir/kernel_node.py), of
 [Note: kernel groups] allows; kernels already there (patched stages) stay as they are.
 
 [Note: fusion]
+0. Splits (``split_to_slices``): a split whose outputs only fusable nodes read becomes one
+   slice per used output. A slice is a view, so it folds into its consumers' index arithmetic
+   and reads the split input in place; no kernel copies the parts out. A split that a graph
+   output, an op or extern node, or symbolic sizes keep stays a kernel of its own, and
+   ``rejected`` says why.
 1. Horizontal (passes/fuse_horizontal.py): sibling linear layers on one input with constant
    weights become one wide layer and slices, where the roofline predicts a gain.
 2. Vertical: every node starts as its own group. Walking the nodes in order, each node's
@@ -51,9 +56,11 @@ from effc.costmodel.group_cost import external_inputs, predict_group
 from effc.costmodel.roofline import Target, node_bytes
 from effc.ir import Graph, GraphBuilder, Node, Op, Value
 from effc.ir.kernel_node import add_kernel, copy_node, extract_body
+from effc.ir.rewrite import Rewriter
+from effc.ir.types import normalize_axis
 from effc.options import Options
 
-from .fuse_groups import Reject, classify, solo_kind
+from .fuse_groups import Reject, classify, role, solo_kind
 from .fuse_horizontal import fuse_siblings
 from .manager import PassResult
 
@@ -234,16 +241,69 @@ def _fmt_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def split_to_slices(graph: Graph) -> tuple[Graph, list[str]]:
+    """``graph`` with each split that only fusable nodes read replaced by slices, one per used
+    output ([Note: fusion], step 0); and why the other splits stay:
+
+        %1, %2 = split(%0) {dim=1, sizes=[4, 4]} : f32[2, 4], f32[2, 4]
+      ->
+        %1 = slice(%0) {dim=1, start=0, end=4, step=1} : f32[2, 4]
+        %2 = slice(%0) {dim=1, start=4, end=8, step=1} : f32[2, 4]
+    """
+    users, outs = graph.users(), set(graph.outputs)
+    stays: list[str] = []
+    go: set[Node] = set()
+    for n in graph.nodes:
+        if n.op is Op.SPLIT:
+            why = _split_stays(n, users, outs)
+            if why is None:
+                go.add(n)
+            else:
+                stays.append(f"split stays a kernel: {why}")
+    if not go:
+        return graph, stays
+    rw = Rewriter(graph)
+    for n in graph.nodes:
+        if n not in go:
+            rw.copy(n)
+            continue
+        dim = normalize_axis(n.attrs["dim"], n.inputs[0].type.rank)
+        start = 0
+        for v, size in zip(n.outputs, n.attrs["sizes"]):
+            if users.get(v):
+                attrs = {"dim": dim, "start": start, "end": start + size, "step": 1}
+                rw.replace(v, rw.b.node(Op.SLICE, rw.map(n.inputs), attrs).output)
+            start += size
+    return rw.finish(), stays
+
+
+def _split_stays(n: Node, users: Mapping[Value, list[Node]], outs: set[Value]) -> str | None:
+    """Why split ``n`` stays a kernel, or None when its outputs can be slices."""
+    if not all(isinstance(s, int) for s in n.attrs["sizes"]):
+        return f"symbolic sizes {list(n.attrs['sizes'])}"
+    for i, v in enumerate(n.outputs):
+        if v in outs:
+            return f"its output {i} is a graph output"
+        for u in users.get(v, ()):
+            if u.op is Op.KERNEL or role(u) in ("op", "extern"):
+                return f"{u.op} reads its output {i} and runs as a kernel of its own"
+    return None
+
+
 def run(graph: Graph, options: Options, target: Target | None = None) -> PassResult:
     if all(n.op in (Op.CONSTANT, Op.KERNEL) for n in graph.nodes):
         return PassResult(graph, False)
     env = options.hint_env(graph.symbols())
-    wide, notes, rejected = fuse_siblings(graph, env, target)
+    sliced, split_rejected = split_to_slices(graph)
+    wide, notes, rejected = fuse_siblings(sliced, env, target)
+    rejected = split_rejected + rejected
     fuser = Fuser(wide, env, target)
     fuser.run()
     fused, kernel_notes = fuser.build()
     total = sum(1 for n in wide.nodes if n.op is not Op.CONSTANT)
     made = sum(1 for n in fused.nodes if n.op is Op.KERNEL)
     summary = f"{total} nodes -> {made} kernel{'' if made == 1 else 's'}"
+    if env:
+        summary += " (priced at " + ", ".join(f"{s}={v}" for s, v in sorted(env.items(), key=str)) + ")"
     return PassResult(fused, True, tuple([summary, *notes, *kernel_notes]),
                       tuple(rejected) + tuple(fuser.rejected))

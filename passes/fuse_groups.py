@@ -6,11 +6,17 @@ the rule it breaks. The rules here are that note, read as checks:
 
 - all pointwise and view nodes, every output of one shape -> ``pointwise`` (a lone reshape,
   squeeze or unsqueeze -> ``view``);
-- one matmul, views only before it, pointwise nodes after it, outputs of its shape -> ``matmul``;
-- one convolution reading kernel inputs, pointwise nodes after it -> ``conv``;
+- one matmul, views only before it, pointwise nodes and trivial reshapes after it, outputs of
+  its shape up to size-1 dims -> ``matmul``;
+- one convolution reading kernel inputs (through trivial reshapes at most), the same epilogue
+  -> ``conv``;
 - reducing nodes over one domain (input shape F, reduced dims R), whose results reach only
-  pointwise or reducing nodes, at their own outer index -> ``reduction``;
+  pointwise nodes, trivial reshapes or reducing nodes, at their own outer index; outputs of
+  shape F or its reduction up to size-1 dims -> ``reduction``;
 - any other single node -> ``op`` or ``extern``; such nodes never join a group.
+
+A trivial reshape (``is_trivial_reshape`` in ir/kernel_views.py) only inserts or removes
+size-1 dims, so it keeps the element order and the lowering maps indices through it exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from effc.ir import Family, Node, Op, Value
+from effc.ir.kernel_views import is_trivial_reshape, same_up_to_ones
 from effc.ir.types import Dim, dims_equal, normalize_axis
 
 POINTWISE_FAMILIES = (Family.UNARY, Family.BINARY, Family.COMPARE, Family.TERNARY, Family.CAST)
@@ -69,6 +76,10 @@ def solo_kind(n: Node) -> str:
     if r == "view":
         return "view" if n.op in ALIAS_OPS else "pointwise"
     return r
+
+
+def _one(d: Dim) -> bool:
+    return isinstance(d, int) and d == 1
 
 
 def same_shape(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
@@ -142,18 +153,22 @@ def _check_heavy(h: Node, nodes: Sequence[Node], roles: dict[Node, str],
     kind = roles[h]
     shape = h.outputs[0].type.shape
     for a in deps[h]:
-        if kind == "conv":
+        if kind == "conv" and not is_trivial_reshape(a):
             return Reject(f"a convolution reads kernel inputs directly, not {a.op} (kind rule)")
         if roles[a] != "view":
             return Reject(f"only views may feed a {h.op} operand, not {a.op} (kind rule)")
     for n in nodes:
         if h in deps[n]:
-            if roles[n] != "pointwise":
-                return Reject(f"a {h.op} epilogue holds pointwise nodes, not {n.op} (kind rule)")
-            if not same_shape(n.outputs[0].type.shape, shape):
+            if roles[n] != "pointwise" and not is_trivial_reshape(n):
+                what = (f"a {n.op} beyond size-1 dims" if n.op in ALIAS_OPS else str(n.op))
+                return Reject(f"a {h.op} epilogue holds pointwise nodes and trivial reshapes, "
+                              f"not {what} (kind rule)")
+            # every carried value has the output's shape up to 1s, so broadcasting one keeps
+            # its non-1 dims in order: it is read at its own index
+            if not same_up_to_ones(n.outputs[0].type.shape, shape):
                 return Reject(f"the epilogue {n.op} changes the {h.op} output shape")
     for v in outputs:
-        if not same_shape(v.type.shape, shape):
+        if not same_up_to_ones(v.type.shape, shape):
             return Reject(f"an output of {v.type} is not of the {h.op} output shape")
     return kind
 
@@ -165,29 +180,45 @@ def _check_reduction(reducing: Sequence[Node], nodes: Sequence[Node], roles: dic
         f2, r2 = reduction_domain(n)
         if not same_shape(f, f2) or r != r2:
             return Reject(f"{reducing[0].op} and {n.op} reduce different domains")
-    keep = tuple(1 if i in r else d for i, d in enumerate(f))
-    prefix = r == frozenset(range(len(r)))
     removed = tuple(d for i, d in enumerate(f) if i not in r)
+    # F's kept (not reduced) dims, as positions among F's non-1 dims
+    f_nz = [i for i, d in enumerate(f) if not _one(d)]
+    kept = [i for i in f_nz if i not in r]
 
-    def outer(s: Sequence[Dim]) -> bool:  # at its own outer index when broadcast against F
-        return same_shape(s, f) or same_shape(s, keep) or (prefix and same_shape(s, removed))
+    def level(s: Sequence[Dim]) -> str | None:  # "full": F; "outer": F reduced; up to 1s
+        return ("full" if same_up_to_ones(s, f) else "outer" if same_up_to_ones(s, removed)
+                else None)
+
+    def lines_up(s: Sequence[Dim], o: Sequence[Dim]) -> bool:
+        """An outer value of shape ``s`` broadcast to a full one of shape ``o`` lands on F's
+        kept dims, in order: it is read at its own outer index."""
+        to_f = dict(zip([k for k, d in enumerate(o) if not _one(d)], f_nz))
+        off = len(o) - len(s)
+        return [to_f.get(k + off) for k, d in enumerate(s) if not _one(d)] == kept
 
     carriers = {n for n in nodes if any(d in reducing for d in deps[n]) or n in reducing}
     for n in nodes:
         if n in reducing or not carriers & deps[n]:
             continue
+        if is_trivial_reshape(n):
+            continue  # keeps the element order, and the level of what it carries
+        out = n.outputs[0].type.shape
         if roles[n] != "pointwise":
             return Reject(f"a reduction result cannot pass through {n.op} inside the kernel")
-        out = n.outputs[0].type.shape
-        if not outer(out) and not same_shape(out, removed):
+        have = level(out)
+        if have is None:
             return Reject(f"{n.op} broadcasts a reduction result to {list(out)}")
         for v in n.inputs:
-            if v.node in carriers and not same_shape(v.type.shape, out) and not outer(v.type.shape):
+            if v.node not in carriers or same_shape(v.type.shape, out):
+                continue
+            # within one level, broadcasting keeps the non-1 dims in order: the same index
+            was = level(v.type.shape)
+            if was != have and not (was == "outer" and lines_up(v.type.shape, out)):
                 return Reject(f"{n.op} moves a reduction result off its outer index")
     for n in reducing:
         if n.inputs[0].node in carriers and not same_shape(n.inputs[0].type.shape, f):
             return Reject(f"{n.op} reads a reduction result of another shape")
     for v in outputs:
-        if not (outer(v.type.shape) or same_shape(v.type.shape, removed)):
+        if level(v.type.shape) is None:
             return Reject(f"an output of {v.type} is outside the reduction domain {list(f)}")
     return "reduction"

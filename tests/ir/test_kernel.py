@@ -196,3 +196,74 @@ def test_a_pointwise_kernel_holding_a_matmul_is_refused():
     node = kernel_node("pointwise", lambda b, x: [b.op(Op.MATMUL, [x, x])], f32(4, 4))
     with pytest.raises(LoweringError, match="cannot hold matmul"):
         lower(node)
+
+
+# -- trivial reshapes: inserting or removing size-1 dims keeps the element order ---------------
+
+def test_a_matmul_epilogue_through_trivial_reshapes_stores_each_output_at_its_own_index():
+    """addmm -> [1, s0, 16] -> gelu written out -> [s0, 16], GPT-2's MLP: one matmul kernel;
+    the [1, s0, 16] value is an output too, of the domain's shape up to a size-1 dim."""
+    def mlp(b, x, w, bias):
+        y3 = b.op(Op.RESHAPE, [b.op(Op.ADDMM, [bias, x, w], beta=1, alpha=1)], shape=(1, S0, 16))
+        g = b.op(Op.MUL, [b.op(Op.MUL, [y3, b.scalar(0.5, DType.F32)]),
+                          b.op(Op.ADD, [b.op(Op.TANH, [y3]), b.scalar(1.0, DType.F32)])])
+        return [b.op(Op.RESHAPE, [g], shape=(S0, 16)), y3]
+    node = kernel_node("matmul", mlp, f32(S0, 8), f32(8, 16), f32(16))
+    assert format_kernel(lower(node)) == """\
+kernel k0 matmul(a0: f32[s0, 8], a1: f32[8, 16], a2: f32[16]) -> (out0: f32[s0, 16], out1: f32[1, s0, 16])
+  domain i0 < s0, i1 < 16
+  reduce r0 < 8
+  %acc = matmul sum(a0[8*i0 + r0] * a1[i1 + 16*r0]) {batch=0, trans_a=false, trans_b=false} : f32
+  %t0 = load a2[i1] : f32
+  %t1 = add(%acc, %t0) : f32
+  %t2 = const 0.5 : f32
+  %t3 = mul(%t1, %t2) : f32
+  %t4 = tanh(%t1) : f32
+  %t5 = const 1.0 : f32
+  %t6 = add(%t4, %t5) : f32
+  %t7 = mul(%t3, %t6) : f32
+  store out0[16*i0 + i1] = %t7
+  store out1[16*i0 + i1] = %t1
+"""
+    check_runs(node, {S0: 3}, (3, 8), (8, 16), (16,))
+
+
+def test_a_conv_epilogue_through_a_trivial_reshape_matches_the_reference():
+    node = kernel_node("conv", lambda b, x, w, r: [b.op(Op.ADD, [b.op(Op.UNSQUEEZE, [b.op(
+        Op.CONVOLUTION, [x, w], stride=(1,), padding=(1,), dilation=(1,), groups=1,
+        transposed=False, output_padding=(0,))], dim=0), r])], f32(2, 3, 8), f32(4, 3, 3), f32(1, 2, 4, 8))
+    assert [str(b.shape) for b in lower(node).buffers if b.role == "out"] == ["(1, 2, 4, 8)"]
+    check_runs(node, {}, (2, 3, 8), (4, 3, 3), (1, 2, 4, 8))
+
+
+def test_layer_norm_then_a_trivial_reshape_is_stored_at_the_reshaped_index():
+    node = kernel_node("reduction", lambda b, x, w, bias: [b.op(Op.RESHAPE, [b.op(
+        Op.LAYER_NORM, [x, w, bias], normalized_shape=(16,), eps=1e-5, has_weight=True,
+        has_bias=True)], shape=(S0, 16))], f32(1, S0, 16), f32(16), f32(16))
+    text = format_kernel(lower(node))
+    assert text.splitlines()[:3] == [
+        "kernel k0 reduction(a0: f32[1, s0, 16], a1: f32[16], a2: f32[16]) -> (out0: f32[s0, 16])",
+        "  domain i0 < 1, i1 < s0", "  reduce r0 < 16"]
+    assert "    store out0[16*i1 + r0] = %t18" in text.splitlines()
+    check_runs(node, {S0: 3}, (1, 3, 16), (16,), (16,))
+
+
+def test_a_row_sum_through_trivial_reshapes_is_read_at_its_own_row():
+    """sum keepdim [s0, 1] -> [s0] -> [1, s0]: every value stays at its row; broadcast back over
+    the row as [s0, 1] it divides the row."""
+    def body(b, x):
+        s = b.op(Op.SUM, [x], dims=(1,), keepdim=True, dtype=None)
+        flat = b.op(Op.SQUEEZE, [s], dims=(1,))
+        row = b.op(Op.UNSQUEEZE, [b.op(Op.NEG, [flat])], dim=0)
+        back = b.op(Op.RESHAPE, [row], shape=(S0, 1))
+        return [b.op(Op.DIV, [x, back], rounding_mode=None), row]
+    node = kernel_node("reduction", body, f32(S0, 8))
+    assert "  store out1[i0] = %t2" in format_kernel(lower(node)).splitlines()
+    check_runs(node, {S0: 3}, (3, 8))
+
+
+def test_an_output_beyond_size_1_dims_of_the_domain_is_refused():
+    node = kernel_node("matmul", lambda b, x, w: [b.op(Op.RESHAPE, [b.op(Op.MATMUL, [x, w])],
+                                                       shape=(8, 2, 8))], f32(8, 4), f32(4, 16))
+    with pytest.raises(LoweringError, match="up to size-1 dims"):
+        lower(node)

@@ -1,5 +1,9 @@
-"""Property: a random pointwise, view or reduction body, lowered to kernel IR and run by
-``run_kernel``, equals the reference backend running the body, at symbolic sizes too."""
+"""Property: a random pointwise, view, reduction or matmul body, lowered to kernel IR and run
+by ``run_kernel``, equals the reference backend running the body, at symbolic sizes too.
+
+Trivial reshapes (inserting or removing size-1 dims) appear among the views, on reduction
+results, and in matmul epilogues, whose outputs then have the domain's shape up to size-1 dims.
+"""
 
 from __future__ import annotations
 
@@ -35,18 +39,30 @@ class Body:
         self.cur = self.input(shape)
         self.pool = [self.cur]
 
-    def input(self, shape: list[Dim]) -> Value:
-        return self.b.input(f"a{len(self.b.inputs)}", TensorType(DType.F32, tuple(shape)))
+    def input(self, shape: list[Dim], dtype: DType = DType.F32) -> Value:
+        return self.b.input(f"a{len(self.b.inputs)}", TensorType(dtype, tuple(shape)))
 
     def static(self, pred: Callable[[int], bool]) -> list[int]:
         return [k for k, d in enumerate(self.cur.type.shape) if isinstance(d, int) and pred(d)]
+
+    def trivial(self, v: Value) -> Value:
+        """``v`` through a reshape that inserts or removes one size-1 dim."""
+        shape = list(v.type.shape)
+        ones = [k for k, d in enumerate(shape) if isinstance(d, int) and d == 1]
+        if ones and len(shape) > 1 and (len(shape) >= 4 or self.draw(st.booleans())):
+            del shape[self.draw(st.sampled_from(ones))]
+        elif len(shape) < 4:
+            shape.insert(self.draw(st.integers(0, len(shape))), 1)
+        return self.b.op(Op.RESHAPE, [v], shape=tuple(shape))
 
     def view(self) -> None:
         draw, v = self.draw, self.cur
         shape, rank = list(v.type.shape), v.type.rank
         choice = draw(st.sampled_from(["permute", "unsqueeze", "squeeze", "expand", "merge", "split",
-                                       "slice", "select"]))
-        if choice == "permute" and rank > 1:
+                                       "slice", "select", "trivial"]))
+        if choice == "trivial":
+            self.cur = self.trivial(v)
+        elif choice == "permute" and rank > 1:
             dims = draw(st.permutations(range(rank)))
             self.cur = self.b.op(Op.PERMUTE, [v], dims=tuple(dims))
         elif choice == "unsqueeze" and rank < 4:
@@ -106,7 +122,7 @@ def _reduction(body: Body, draw: Draw) -> list[Value]:
     elif kind in ("layer_norm", "rms_norm"):
         k = draw(st.integers(1, rank))
         dims, ns = tuple(range(rank - k, rank)), v.type.shape[rank - k:]
-        w = body.input(list(ns))
+        w = body.input(list(ns), v.type.dtype)  # the reference's torch norms refuse mixed dtypes
         if kind == "layer_norm":
             out = b.op(Op.LAYER_NORM, [v, w], normalized_shape=ns, eps=1e-5, has_weight=True, has_bias=False)
         else:
@@ -122,6 +138,13 @@ def _reduction(body: Body, draw: Draw) -> list[Value]:
         out = b.op(Op.SUM, [v], dims=dims, keepdim=keep, dtype=None)
     else:
         out = b.op(Op[kind.upper()], [v], dims=dims, keepdim=keep)
+    if draw(st.booleans()):  # the result through trivial reshapes, then maybe pointwise math
+        body.cur = out
+        for _ in range(draw(st.integers(1, 2))):
+            body.cur = body.trivial(body.cur)
+        if draw(st.booleans()):
+            body.pointwise()
+        out = body.cur
     outs = [out]
     if draw(st.booleans()):  # a second reduction over the same domain, and its broadcast use
         s = b.op(Op.SUM, [v], dims=dims, keepdim=True, dtype=None)
@@ -150,6 +173,33 @@ def bodies(draw: Draw, kind: str) -> tuple[Graph, dict[sympy.Symbol, int]]:
     return body.b.build(outs), env
 
 
+@st.composite
+def matmul_bodies(draw: Draw) -> tuple[Graph, dict[sympy.Symbol, int]]:
+    """A matmul or addmm and an epilogue of pointwise steps and trivial reshapes; besides the
+    last value, an earlier one of the epilogue may be an output too."""
+    symbolic = draw(st.booleans())
+    m: Dim = S0 if symbolic else draw(st.sampled_from([1, 2, 3]))
+    k, n = draw(st.sampled_from([1, 2, 5])), draw(st.sampled_from([1, 3, 4]))
+    body = Body(draw, [m, k])
+    w = body.input([k, n])
+    if draw(st.booleans()):
+        body.cur = body.b.op(Op.MATMUL, [body.cur, w])
+    else:
+        beta, alpha = draw(st.sampled_from([0, 1, 0.5])), draw(st.sampled_from([1, 2]))
+        body.cur = body.b.op(Op.ADDMM, [body.input([n]), body.cur, w], beta=beta, alpha=alpha)
+    body.pool = [body.cur]
+    for _ in range(draw(st.integers(1, 5))):
+        if draw(st.booleans()):
+            body.cur = body.trivial(body.cur)
+            body.pool.append(body.cur)
+        else:
+            body.pointwise()
+    earlier = [p for p in body.pool if p is not body.cur]
+    outs = [body.cur] + draw(st.lists(st.sampled_from(earlier), max_size=1) if earlier else st.just([]))
+    env = {S0: draw(st.integers(1, 4))} if symbolic else {}
+    return body.b.build(outs), env
+
+
 def _check(graph: Graph, env: dict[sympy.Symbol, int], kind: str) -> None:
     outer = GraphBuilder()
     node = add_kernel(outer, kind, "k", [outer.input(f"x{i}", v.type) for i, v in enumerate(graph.inputs)], graph)
@@ -160,7 +210,7 @@ def _check(graph: Graph, env: dict[sympy.Symbol, int], kind: str) -> None:
     xs = []
     for v in graph.inputs:
         shape = [d if isinstance(d, int) else int(d.subs(env)) for d in v.type.shape]
-        xs.append(torch.rand(shape, generator=gen, dtype=torch.float32) * 4 - 2)
+        xs.append(torch.rand(shape, generator=gen, dtype=v.type.dtype.to_torch()) * 4 - 2)
     want = ReferenceProgram(graph)(*xs)
     got = run_kernel(kernel, xs, env)
     assert len(got) == len(want)
@@ -178,3 +228,9 @@ def test_pointwise_and_view_bodies_lower_to_kernels_that_agree_with_the_referenc
 @given(case=bodies("reduction"))
 def test_reduction_bodies_lower_to_kernels_that_agree_with_the_reference(case):
     _check(*case, "reduction")
+
+
+@examples(40)
+@given(case=matmul_bodies())
+def test_matmul_bodies_with_trivial_reshapes_lower_to_kernels_that_agree_with_the_reference(case):
+    _check(*case, "matmul")

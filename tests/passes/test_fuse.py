@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 from effc.backends.reference import ReferenceProgram
 from effc.costmodel.group_cost import predict_group
 from effc.costmodel.roofline import CPU_DEFAULT, Target
-from effc.ir import DType, Graph, GraphBuilder, Op, TensorType, Value
+from effc.ir import DType, Graph, GraphBuilder, Node, Op, TensorType, Value
+from effc.ir.kernel import format_kernel
+from effc.ir.kernel_interp import run_kernel
+from effc.ir.kernel_lower import lower
 from effc.ir.kernel_node import add_kernel, inline_kernels, kernels
 from effc.ir.verify import verify
 from effc.options import Options
@@ -455,3 +458,139 @@ def test_horizontal_fuses_bert_qkv() -> None:
     with torch.no_grad():
         expected = model(ids).last_hidden_state
     torch.testing.assert_close(compiled(ids).last_hidden_state, expected, rtol=1e-4, atol=1e-5)
+
+
+# -- GPT-2's patterns: trivial reshapes in epilogues and after norms; split read as slices ------
+
+def _lowered_agrees(k: Node) -> None:
+    """The kernel lowered to kernel IR and run by run_kernel equals its body on the reference."""
+    body: Graph = k.attrs["body"]
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn([int(d) for d in v.type.shape], generator=gen) for v in body.inputs]
+    got, want = run_kernel(lower(k), xs, {}), ReferenceProgram(body)(*xs)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+def _gelu_tanh(b: GraphBuilder, x: Value) -> Value:
+    """GPT-2's NewGELU as torch.compile hands it over: f64 scalars, pow, tanh."""
+    def c(v: float) -> Value:
+        return b.scalar(v, DType.F64)
+    inner = b.op(Op.ADD, [x, b.op(Op.MUL, [b.op(Op.POW, [x, c(3.0)]), c(0.044715)])])
+    t = b.op(Op.TANH, [b.op(Op.MUL, [inner, c(0.7978845608028654)])])
+    return b.op(Op.MUL, [b.op(Op.MUL, [x, c(0.5)]), b.op(Op.ADD, [t, c(1.0)])])
+
+
+def test_gpt2_mlp_gelu_between_trivial_reshapes_is_one_matmul_kernel() -> None:
+    """addmm -> reshape [1, s, n] -> gelu -> reshape [s, n]: the reshapes only add and drop a
+    size-1 dim, so the whole chain is the matmul's epilogue."""
+    m = Block()
+    x = m.b.input("x", TensorType(F32, (8, 32)))
+    h = m.b.op(Op.ADDMM, [m.const("fc.b", 64), x, m.const("fc.w", 32, 64)], beta=1, alpha=1)
+    g = _gelu_tanh(m.b, m.b.op(Op.RESHAPE, [h], shape=[1, 8, 64]))
+    flat = m.b.op(Op.RESHAPE, [g], shape=[-1, 64])
+    y = m.b.op(Op.ADDMM, [m.const("proj.b", 32), flat, m.const("proj.w", 64, 32)], beta=1, alpha=1)
+    gelu = "full, pow, full, mul, add, full, mul, tanh, full, mul, full, add, mul"
+    res = check(m.b.build([m.b.op(Op.RESHAPE, [y], shape=[1, 8, 32])]), f"""
+        k0 matmul(fc.b, x, fc.w): addmm, reshape, {gelu}, reshape
+        k1 matmul(proj.b, k0, proj.w): addmm, reshape
+    """)
+    k0, k1 = kernels(res.graph)
+    assert [str(v.type) for v in k0.outputs] == ["f32[8, 64]"]
+    assert [str(v.type) for v in k1.outputs] == ["f32[1, 8, 32]"]  # the domain up to a 1
+    _lowered_agrees(k0)
+    _lowered_agrees(k1)
+
+
+def test_layer_norm_then_reshape_is_one_reduction_kernel() -> None:
+    """residual add, layer norm on [1, s, d], reshape to [s, d] for the next addmm."""
+    m = Block()
+    x = m.b.input("x", TensorType(F32, (1, 8, 32)))
+    r = m.b.input("r", TensorType(F32, (1, 8, 32)))
+    h = m.b.op(Op.ADD, [x, r])
+    flat = m.b.op(Op.RESHAPE, [m.layer_norm(h, "ln", 32)], shape=[-1, 32])
+    y = m.b.op(Op.ADDMM, [m.const("fc.b", 16), flat, m.const("fc.w", 32, 16)], beta=1, alpha=1)
+    res = check(m.b.build([y, h]), """
+        k0 reduction(x, r, ln.w, ln.b): add, layer_norm, reshape
+        k1 matmul(fc.b, k0#1, fc.w): addmm
+    """)
+    k0 = next(kernels(res.graph))
+    assert [str(v.type) for v in k0.outputs] == ["f32[1, 8, 32]", "f32[8, 32]"]
+    _lowered_agrees(k0)
+
+
+def test_split_read_by_head_permutes_becomes_slices() -> None:
+    """GPT-2's fused QKV: split into three, each reshaped into heads and permuted. The split
+    becomes three slices, which fold into the permute copies: no kernel copies the parts."""
+    m = Block()
+    x = m.b.input("x", TensorType(F32, (8, 32)))
+    qkv = m.b.op(Op.RESHAPE, [m.b.op(Op.ADDMM, [m.const("attn.b", 96), x, m.const("attn.w", 32, 96)],
+                                     beta=1, alpha=1)], shape=[1, 8, 96])
+    parts = m.b.node(Op.SPLIT, [qkv], {"dim": 2, "sizes": (32, 32, 32)}).outputs
+    heads = [m.b.op(Op.PERMUTE, [m.b.op(Op.RESHAPE, [p], shape=[1, 8, -1, 8])], dims=[0, 2, 1, 3])
+             for p in parts]
+    graph = m.b.build(heads)
+    res = check(graph, """
+        k0 matmul(attn.b, x, attn.w): addmm, reshape
+        k1 pointwise(k0): slice, reshape, permute
+        k2 pointwise(k0): slice, reshape, permute
+        k3 pointwise(k0): slice, reshape, permute
+    """)
+    starts = [n.attrs["start"] for k in kernels(res.graph) for n in k.attrs["body"].nodes
+              if n.op is Op.SLICE]
+    assert starts == [0, 32, 64]
+    assert not any("split" in r for r in res.rejected)
+    for k in kernels(res.graph):
+        _lowered_agrees(k)
+    # the second head's load reads the QKV buffer at offset 32, through index arithmetic only
+    text = format_kernel(lower(list(kernels(res.graph))[2]))
+    assert "load a0[8*i1 + 96*i2 + i3 + 32]" in text, text
+
+
+def test_split_read_by_an_op_or_returned_stays_a_kernel() -> None:
+    b = GraphBuilder()
+    x = b.input("x", TensorType(F32, (4, 8)))
+    p, q = b.node(Op.SPLIT, [b.op(Op.EXP, [x])], {"dim": 1, "sizes": (4, 4)}).outputs
+    res = check(b.build([b.op(Op.CAT, [b.op(Op.NEG, [p]), q], dim=0)]), """
+        k0 pointwise(x): exp
+        k1 op(k0): split
+        k2 pointwise(k1#0): neg
+        k3 op(k2, k1#1): cat
+    """)
+    assert "split stays a kernel: cat reads its output 1 and runs as a kernel of its own" in res.rejected
+    b = GraphBuilder()
+    x = b.input("x", TensorType(F32, (4, 8)))
+    p, q = b.node(Op.SPLIT, [x], {"dim": 0, "sizes": (1, 3)}).outputs
+    res = check(b.build([p, b.op(Op.RELU, [q])]), """
+        k0 op(x): split
+        k1 pointwise(k0#1): relu
+    """)
+    assert res.rejected[0] == "split stays a kernel: its output 0 is a graph output"
+
+
+def test_epilogue_reshape_that_regroups_dims_is_rejected() -> None:
+    m = Block()
+    x = m.b.input("x", TensorType(F32, (8, 32)))
+    h = m.b.op(Op.MATMUL, [x, m.const("w", 32, 64)])
+    y = m.b.op(Op.RELU, [m.b.op(Op.RESHAPE, [h], shape=[8, 4, 16])])
+    res = check(m.b.build([y]), """
+        k0 matmul(x, w): matmul
+        k1 pointwise(k0): reshape, relu
+    """)
+    assert ("matmul + reshape: a matmul epilogue holds pointwise nodes and trivial reshapes, not a "
+            "reshape beyond size-1 dims (kind rule)") in res.rejected
+
+
+def test_reduction_result_moved_by_a_trivial_reshape_is_rejected() -> None:
+    """x[i, j] + sum(x[i, :]) reshaped [4, 1] -> [1, 4]: broadcast, the row sum lands on the
+    columns, off its own row."""
+    b = GraphBuilder()
+    x = b.input("x", TensorType(F32, (4, 4)))
+    s = b.op(Op.SUM, [x], dims=[1], keepdim=True, dtype=None)
+    y = b.op(Op.ADD, [x, b.op(Op.RESHAPE, [s], shape=[1, 4])])
+    res = check(b.build([y]), """
+        k0 reduction(x): sum, reshape
+        k1 pointwise(x, k0): add
+    """)
+    assert "reduction[sum, reshape] + add: add moves a reduction result off its outer index" in res.rejected
