@@ -8,7 +8,7 @@ evaluating size outputs from the bound symbols.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import sympy
 import torch
@@ -67,7 +67,9 @@ def compile_imported(imported: Imported, options: Options, label: str,
                          nodes_out=_count(graph), passes=records, externs=_externs(graph),
                          extern_reasons=dict(imported.extern_reasons), graph=graph)
     hint_env = options.hint_env(graph.symbols())
-    report.fusion = fusion_summary(graph, hint_env)
+    fused = next((r.data for r in records if r.name == "fuse" and r.data), None)
+    if fused:
+        report.fusion = fusion_summary(fused)
     planned = next((r.data for r in records if r.name == "plan_memory" and not r.skipped), None)
     if planned:
         report.memory = memory_summary(planned["plan"], planned["scratch"], hint_env)
@@ -84,16 +86,14 @@ def _count(graph: Graph) -> int:
     return sum(1 for n in graph.nodes if n.op is not Op.CONSTANT)
 
 
-def fusion_summary(graph: Graph, env: dict) -> dict[str, Any]:
-    """What fusion did, priced by the cost model at ``env``: the graph with its kernels
-    inlined (every node its own kernel) against the graph as compiled."""
-    from effc.costmodel.traffic import traffic
-    from effc.ir.kernel_node import inline_kernels
-    before, after = traffic(inline_kernels(graph), env), traffic(graph, env)
-    return {"ir_nodes": before.kernels, "kernels": after.kernels,
+def fusion_summary(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the fuse pass did, priced by the cost model at the size hints: its input graph with
+    every node a kernel of its own, against the kernels it made."""
+    before, after = data["unfused"], data["fused"]
+    return {"ir_nodes": data["nodes"], "kernels": after.kernels,
             "bytes_unfused": before.bytes, "bytes_fused": after.bytes,
             "seconds_unfused": before.seconds, "seconds_fused": after.seconds,
-            "unpriced": after.unknown}
+            "unpriced": before.unknown + after.unknown}
 
 
 def memory_summary(plan: Any, scratch: int, env: dict) -> dict[str, Any]:
