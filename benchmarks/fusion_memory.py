@@ -53,7 +53,8 @@ def _merge(graphs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(graphs) == 1:
         return graphs[0]
     out: dict[str, Any] = {"fusion": {}, "memory": {}, "graphs": graphs}
-    for key in ("ir_nodes", "kernels", "bytes_unfused", "bytes_fused", "seconds_unfused", "seconds_fused"):
+    for key in ("ir_nodes", "kernels", "bytes_unfused", "bytes_fused", "activation_bytes_unfused",
+                "activation_bytes_fused", "seconds_unfused", "seconds_fused"):
         out["fusion"][key] = sum(g["fusion"][key] for g in graphs)
     for key in ("arena", "scratch", "naive", "lower_bound"):
         out["memory"][key] = max(g["memory"][key] for g in graphs)
@@ -144,18 +145,24 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Fusion and memory planning, {result['date']}", "",
              f"Machine: {result['machine']}. torch {result['torch']}. Cost model target: {result['target']}.",
              f"Reproduce: `{result['command']}`", "",
-             "| model | IR nodes | kernels | bytes moved unfused | fused | predicted unfused | fused | "
-             "arena (chosen) | greedy_by_size | first_fit | naive | lower bound | eager PyTorch | arena / eager |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | IR nodes | kernels | bytes moved unfused | fused | of which activations, unfused | "
+             "fused | predicted unfused | fused |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["models"].items():
-        f, m = r["fusion"], r["memory"]
-        s = m.get("strategies", {})
+        f = r["fusion"]
         lines.append(
             f"| {name} | {f['ir_nodes']} | {f['kernels']} | {_mib(f['bytes_unfused'])} | {_mib(f['bytes_fused'])} "
-            f"| {f['seconds_unfused'] * 1e3:.2f} ms | {f['seconds_fused'] * 1e3:.2f} ms | {_mib(m['arena'])} "
-            f"({m.get('strategy', '-')}) | {_mib(s['greedy_by_size']) if s else '-'} | "
-            f"{_mib(s['first_fit']) if s else '-'} | {_mib(m['naive'])} | {_mib(m['lower_bound'])} | "
-            f"{_mib(r['eager_peak'])} | {m['arena'] / r['eager_peak']:.2f}x |")
+            f"| {_mib(f['activation_bytes_unfused'])} | {_mib(f['activation_bytes_fused'])} "
+            f"| {f['seconds_unfused'] * 1e3:.2f} ms | {f['seconds_fused'] * 1e3:.2f} ms |")
+    lines += ["", "| model | arena (chosen) | greedy_by_size | first_fit | naive | lower bound | eager PyTorch "
+              "| arena / naive | arena / eager |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in result["models"].items():
+        m = r["memory"]
+        s = m.get("strategies", {})
+        lines.append(
+            f"| {name} | {_mib(m['arena'])} ({m.get('strategy', '-')}) | {_mib(s['greedy_by_size']) if s else '-'} "
+            f"| {_mib(s['first_fit']) if s else '-'} | {_mib(m['naive'])} | {_mib(m['lower_bound'])} "
+            f"| {_mib(r['eager_peak'])} | {m['arena'] / m['naive']:.2f}x | {m['arena'] / r['eager_peak']:.2f}x |")
     p = result.get("patches")
     if p:
         lines += ["", f"MobileNetV2-style CNN at {p['size']}x{p['size']}, patch-based scheduling: "

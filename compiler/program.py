@@ -92,6 +92,8 @@ def fusion_summary(data: Mapping[str, Any]) -> dict[str, Any]:
     before, after = data["unfused"], data["fused"]
     return {"ir_nodes": data["nodes"], "kernels": after.kernels,
             "bytes_unfused": before.bytes, "bytes_fused": after.bytes,
+            "activation_bytes_unfused": before.bytes - before.weight_bytes,
+            "activation_bytes_fused": after.bytes - after.weight_bytes,
             "seconds_unfused": before.seconds, "seconds_fused": after.seconds,
             "unpriced": before.unknown + after.unknown}
 

@@ -22,6 +22,7 @@ ALIASES = (Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE)
 class Traffic:
     kernels: int            # nodes that run code
     bytes: int              # bytes read and written, in total
+    weight_bytes: int       # of which reads of constants (weights), the same fused or not
     seconds: float          # predicted, in total
     unknown: int            # kernels the cost model could not price (sizes or op unknown)
 
@@ -31,7 +32,7 @@ def is_alias(node: Node) -> bool:
 
 
 def traffic(graph: Graph, env: Mapping[Any, int], target: Target | None = None) -> Traffic:
-    kernels = moved = unknown = 0
+    kernels = moved = weights = unknown = 0
     seconds = 0.0
     for node in graph.nodes:
         if node.op is Op.CONSTANT or is_alias(node):
@@ -43,5 +44,7 @@ def traffic(graph: Graph, env: Mapping[Any, int], target: Target | None = None) 
             continue
         f = p.features
         moved += f["bytes"] if "bytes" in f else f["bytes_read"] + f["bytes_written"]
+        weights += sum(v.type.numel() * v.type.dtype.itemsize for v in dict.fromkeys(node.inputs)
+                       if v.node is not None and v.node.op is Op.CONSTANT)
         seconds += p.seconds
-    return Traffic(kernels, moved, seconds, unknown)
+    return Traffic(kernels, moved, weights, seconds, unknown)
