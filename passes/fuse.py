@@ -31,7 +31,9 @@ After it, every top-level node but constants is a kernel (ir/kernel_node.py), of
    group tries to absorb the group of each producer. A merge must
    (a) form a kind of [Note: kernel groups] (passes/fuse_groups.py says which, or why not);
    (b) keep the graph of groups acyclic: no path from the producer to the consumer through
-       a third group, which would have to run both before and after the merged kernel;
+       a third group, which would have to run both before and after the merged kernel (and
+       before the kernels are emitted, the graph of groups is rebuilt from the node edges and
+       its condensation must have one component per group: ``Fuser.check_acyclic``);
    (c) not duplicate work: a producer whose values are used elsewhere too stays whole inside
        the merged kernel, which writes those values as extra outputs. Only a free producer
        (pointwise nodes reading nothing: ``full``, ``arange``) is copied into the consumer
@@ -59,6 +61,7 @@ from effc.ir import Graph, GraphBuilder, Node, Op, Value
 from effc.ir.kernel_node import add_kernel, copy_node, extract_body
 from effc.ir.rewrite import Rewriter
 from effc.ir.types import normalize_axis
+from effc.errors import CompileError
 from effc.options import Options
 
 from .fuse_groups import Reject, classify, role, solo_kind
@@ -195,7 +198,29 @@ class Fuser:
 
     # -- the fused graph --------------------------------------------------------------------
 
+    def check_acyclic(self) -> None:
+        """(b) once more, from scratch: the graph of groups rebuilt from the node edges must
+        be its own condensation (every strongly connected component one group)."""
+        owners: dict[Node, list[Group]] = {}
+        for grp in self.dag:
+            for n in grp.nodes:
+                owners.setdefault(n, []).append(grp)
+        groups = nx.DiGraph()
+        groups.add_nodes_from(self.dag)
+        for grp in self.dag:
+            for n in grp.nodes:
+                for v in n.inputs:
+                    src = owners.get(v.node) if v.node is not None else None
+                    if src and len(src) == 1 and src[0] is not grp:   # a recomputed free node reads nothing
+                        groups.add_edge(src[0], grp)
+        cond = nx.condensation(groups)
+        if cond.number_of_nodes() != groups.number_of_nodes():
+            cycle = max(cond.graph["mapping"].values(), key=list(cond.graph["mapping"].values()).count)
+            members = [self.describe(grp) for grp, c in cond.graph["mapping"].items() if c == cycle]
+            raise CompileError(f"fusion formed a cycle of kernels: {', '.join(members)}")
+
     def build(self) -> tuple[Graph, list[str]]:
+        self.check_acyclic()
         g, notes = self.graph, []
         b = GraphBuilder()
         b.reserve(g.constants)

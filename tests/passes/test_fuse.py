@@ -594,3 +594,25 @@ def test_reduction_result_moved_by_a_trivial_reshape_is_rejected() -> None:
         k1 pointwise(x, k0): add
     """)
     assert "reduction[sum, reshape] + add: add moves a reduction result off its outer index" in res.rejected
+
+
+def test_the_final_acyclicity_check_catches_a_cycle_the_merge_rules_let_through():
+    """x -> exp -> sin -> add(exp, sin): forcing exp and add into one group without sin makes
+    a cycle (the group must run both before and after sin); the condensation check names it."""
+    from effc.errors import CompileError
+    from effc.options import Options
+    from effc.passes.fuse import Fuser
+    b = GraphBuilder()
+    x = b.input("x", TensorType(DType.F32, (4, 4)))
+    e = b.op(Op.EXP, [x])
+    s = b.op(Op.SIN, [e])
+    y = b.op(Op.ADD, [e, s])
+    g = b.build([y])
+    fuser = Fuser(g, Options().hint_env(()), None)
+    exp_g, add_g = fuser.home[e.node], fuser.home[y.node]
+    add_g.nodes |= exp_g.nodes
+    add_g.home |= exp_g.home
+    fuser.home[e.node] = add_g
+    fuser.dag.remove_node(exp_g)   # what a merge without rule (b) would leave behind
+    with pytest.raises(CompileError, match="cycle of kernels"):
+        fuser.build()
