@@ -119,6 +119,9 @@ def write_into(folder: Path, model: "OnnxModel", options: Options, *,
         (folder / SOURCE_IR).write_text(str(model.source_graph), encoding="utf-8")
     _collect_dumps(pass_dumps, folder / PASSES)
     (folder / SOURCES).mkdir()
+    generated = getattr(getattr(getattr(model, "program", None), "program", None), "source", None)
+    if isinstance(generated, str):   # the C target: the translation unit that was built
+        (folder / SOURCES / "model.c").write_text(generated, encoding="utf-8")
     used = [n.attrs["name"] for n in model.graph.nodes if n.op is Op.CONSTANT]
     weights = {name: model.graph.constants[name] for name in dict.fromkeys(used)}
     index = _write_weights(folder / WEIGHTS, weights)
@@ -137,7 +140,7 @@ def write_into(folder: Path, model: "OnnxModel", options: Options, *,
         "ir": {"model": MODEL_IR, "source": SOURCE_IR if model.source_graph is not None else None,
                "source_note": "the imported IR before passes; its weights are not stored"},
         "passes": PASSES + "/",
-        "sources": {"folder": SOURCES + "/", "files": [],
+        "sources": {"folder": SOURCES + "/", "files": sorted(p.name for p in (folder / SOURCES).iterdir()),
                     "note": f"the {target} target runs each IR node with a torch op and "
                             "generates no kernel sources" if target == "reference" else ""},
         "weights": {"file": WEIGHTS, "byte_order": "little", "alignment": ALIGN, "tensors": index},
@@ -269,11 +272,15 @@ def _make_parents(parent: Path) -> list[Path]:
 
 
 def _is_artifact(folder: Path) -> bool:
-    try:
-        with open(folder / MANIFEST, encoding="utf-8") as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    """An artifact folder, or a standalone C library folder (compiler/standalone.py)."""
+    for name, fmt in ((MANIFEST, FORMAT), ("effc-standalone.json", "effc-standalone")):
+        try:
+            with open(folder / name, encoding="utf-8") as f:
+                if json.load(f).get("format") == fmt:
+                    return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -354,7 +361,8 @@ def load(folder: str | os.PathLike) -> tuple["OnnxModel", dict[str, Any]]:
         raise ArtifactError(f"{folder}/{MODEL_IR}: {_one_line(e)}") from None
     if len(graph.inputs) != len(inputs) or len(graph.outputs) != len(outputs):
         raise ArtifactError(f"{folder}: the manifest's inputs and outputs do not match {MODEL_IR}")
-    options = Options(target=target, disable_passes=PASS_NAMES)
+    # the IR is final: no pass may change it; the memory plan is made again for the program
+    options = Options(target=target, disable_passes=tuple(p for p in PASS_NAMES if p != "plan_memory"))
     return from_graph(graph, inputs, outputs, options, label), m
 
 

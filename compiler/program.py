@@ -27,8 +27,15 @@ from effc.passes import PIPELINE, run_pipeline
 def select_target(options: Options, device: torch.device | None) -> str:
     if options.target in ("auto", "reference"):
         return "reference"
+    if options.target == "c":
+        if device is not None and device.type != "cpu":
+            raise OptionError(f"target 'c' runs on the CPU; these inputs are on {device}")
+        from effc.backends.c.build import compiler_available
+        if not compiler_available():
+            raise OptionError("target 'c' needs a C compiler (cc) on PATH")
+        return "c"
     raise OptionError(f"target {options.target!r} is not available in this version of effc; "
-                      "use 'reference' or 'auto'")
+                      "use 'c', 'reference' or 'auto'")
 
 
 class CompiledGraph:
@@ -62,7 +69,14 @@ def compile_imported(imported: Imported, options: Options, label: str,
     hints = {str(s): int(v) for s, v in imported.hints.items()}
     options = options.replace(size_hints={**hints, **options.size_hints})
     graph, records = run_pipeline(imported.graph, PIPELINE, options, label)
-    program = ReferenceProgram(graph)
+    planned = next((r.data for r in records if r.name == "plan_memory" and r.data), None)
+    if target == "c":
+        if planned is None:
+            raise OptionError("target 'c' runs the memory plan; do not disable plan_memory")
+        from effc.backends.c.program import CProgram
+        program: Any = CProgram(graph, planned["plan"], label)
+    else:
+        program = ReferenceProgram(graph)
     report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
                          nodes_out=_count(graph), passes=records, externs=_externs(graph),
                          extern_reasons=dict(imported.extern_reasons), graph=graph)
@@ -70,7 +84,8 @@ def compile_imported(imported: Imported, options: Options, label: str,
     fused = next((r.data for r in records if r.name == "fuse" and r.data), None)
     if fused:
         report.fusion = fusion_summary(fused)
-    planned = next((r.data for r in records if r.name == "plan_memory" and not r.skipped), None)
+    if target == "c":
+        report.python_kernels = dict(program.fallbacks)
     if planned:
         report.memory = memory_summary(planned["plan"], planned["scratch"], hint_env)
         report.peak_bytes = report.memory["arena"] + report.memory["scratch"]

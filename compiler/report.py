@@ -32,6 +32,8 @@ class GraphReport:
     fusion: dict[str, Any] = field(default_factory=dict)
     # at the size hints: the memory plan's arena vs no reuse and the liveness lower bound
     memory: dict[str, Any] = field(default_factory=dict)
+    # target c: kernels the compiled program hands back to Python (reference ops), with why
+    python_kernels: dict[str, str] = field(default_factory=dict)
 
     @property
     def ir(self) -> str:
@@ -45,6 +47,7 @@ class GraphReport:
             "fallback": self.fallback, "compile_seconds": round(self.compile_seconds, 4),
             "peak_bytes": self.peak_bytes, "kernels": self.kernels, "ops": dict(self.ops),
             "fusion": dict(self.fusion), "memory": dict(self.memory),
+            "python_kernels": dict(self.python_kernels),
         }
 
 
@@ -95,6 +98,10 @@ class Explain:
                                  + (f" ({'; '.join(p.notes[:3])}{' ...' if len(p.notes) > 3 else ''})" if p.notes else ""))
             for op, n in sorted(g.externs.items()):
                 lines.append(f"  extern {op} x{n}: {g.extern_reasons.get(op, '')}")
+            if g.python_kernels:
+                lines.append(f"  {len(g.python_kernels)} kernels run in Python (reference ops): "
+                             + "; ".join(f"{k}: {why}" for k, why in list(g.python_kernels.items())[:5])
+                             + (" ..." if len(g.python_kernels) > 5 else ""))
             if g.fusion:
                 f = g.fusion
                 lines.append(f"  fusion: {f['ir_nodes']} IR nodes -> {f['kernels']} kernels; bytes moved "

@@ -73,7 +73,7 @@ def test_bad_options_are_rejected_clearly(bad, message) -> None:
 
 def test_unavailable_target_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="not available"):
-        effc.compile(_model(), [torch.randn(1, 3, 8, 8)], target="c")
+        effc.compile(_model(), [torch.randn(1, 3, 8, 8)], target="triton")
 
 
 def test_options_reach_the_backend_through_torch_compile() -> None:

@@ -10,6 +10,7 @@ import typer
 from effc.cli.common import (DisablePassOpt, MemoryBudgetOpt, ModelArg, TargetOpt, build_options,
                              model_file, state)
 from effc.cli.tables import fmt_bytes
+from effc.errors import UserError
 
 
 def compile_command(
@@ -22,8 +23,13 @@ def compile_command(
     memory_budget: MemoryBudgetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it is an existing "
                                                         "artifact folder.")] = False,
+    standalone: Annotated[bool, typer.Option(
+        "--standalone", help="With --target c: write a self-contained C library (model.c, model.h, "
+                             "weights.bin, Makefile, main.c) instead of an artifact folder.")] = False,
+    embed_weights: Annotated[bool, typer.Option(
+        "--embed-weights", help="With --standalone: compile the weights into model.c.")] = False,
 ) -> None:
-    """Compile an ONNX model into an artifact folder.
+    """Compile an ONNX model into an artifact folder (or, with --standalone, a C library).
 
     The folder holds manifest.json (versions, options, inputs and outputs, sha256 of every
     file), model.effc (the final IR), source.effc (the IR before passes), passes/ (the IR after
@@ -36,6 +42,14 @@ def compile_command(
     options = build_options(target, disable_pass, memory_budget)
     path = model_file(model)
     out = Path(output)
+    if embed_weights and not standalone:
+        raise UserError("--embed-weights applies to --standalone")
+    if standalone:
+        from effc.standalone import write_standalone
+        with st.status(f"compiling {path.name} into a C library"):
+            files = write_standalone(path, out, options, embed_weights=embed_weights, force=force)
+        st.note(f"wrote {out}/: {' '.join(files)} (build with: make -C {out})")
+        return
     artifact.check_destination(out, force)
     with st.status(f"compiling {path.name}"):
         compiled = artifact.compile_to(path, out, options, force=force)

@@ -134,15 +134,25 @@ def test_failure_mid_write_leaves_nothing(models: dict[str, Path], tmp_path: Pat
 
 def test_failure_in_the_frontend_leaves_nothing(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "new" / "x"
-    assert_user_error(effc("compile", models["mlp"], "-o", out, "--target", "c"), "not available")
+    assert_user_error(effc("compile", models["mlp"], "-o", out, "--target", "triton"), "not available")
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("target", ["c", "triton"])
-def test_unavailable_targets(models: dict[str, Path], tmp_path: Path, target: str) -> None:
-    assert_user_error(effc("compile", models["mlp"], "-o", tmp_path / "o", "--target", target),
-                      f"target {target!r} is not available")
+def test_unavailable_targets(models: dict[str, Path], tmp_path: Path) -> None:
+    assert_user_error(effc("compile", models["mlp"], "-o", tmp_path / "o", "--target", "triton"),
+                      "target 'triton' is not available")
     assert not (tmp_path / "o").exists()
+
+
+def test_target_c_writes_the_generated_source(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    r = effc("compile", models["mlp"], "-o", out, "--target", "c")
+    assert r.code == 0, r
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["target"] == "c" and m["sources"]["files"] == ["model.c"]
+    assert "int effc_run(" in (out / "sources" / "model.c").read_text()
+    r = effc("run", out, "--dim", "batch=3")
+    assert r.code == 0, r
 
 
 @pytest.mark.parametrize("target", ["reference", "auto"])

@@ -1,0 +1,155 @@
+"""The C backend's program: every kernel compiled into one shared library with its host
+program (codegen/c_host.py), called once per run over one arena.
+
+``CProgram(graph, plan)`` lowers each kernel node (ir/kernel_lower.py), generates a C function
+for those the generators cover (point-wise and reduction kernels: codegen/c.py; matmul and
+convolution templates: codegen/c_templates.py), and leaves the rest (op and extern kernels,
+patched stages, anything a generator refuses, with its reason in ``fallbacks``) to a Python
+callback that runs the node on the reference backend inside the same arena. Its ``run(inputs,
+env)`` matches ``ReferenceProgram.run``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, Sequence
+
+import sympy
+import torch
+
+from effc.backends.reference.arena import ArenaProgram
+from effc.backends.reference.program import _describe
+from effc.codegen.c import generate
+from effc.codegen.c_abi import PRELUDE, symbol_order
+from effc.codegen.c_host import host_source
+from effc.codegen.c_templates import program_scratch
+from effc.errors import CompileError
+from effc.ir import Graph, Op
+from effc.ir.kernel import Kernel, LoweringError
+from effc.ir.kernel_lower import lower
+
+from .build import build
+
+CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+
+
+def inplace_buffers(node: Any, kernel: Kernel, plan: Any) -> list[str]:
+    """Names of ``kernel``'s buffers that the memory plan puts on the same bytes as another of
+    its buffers (an in-place update): they must not be ``restrict``."""
+    where = [plan.buffer_of(v) for v in list(node.inputs) + list(node.outputs)]
+    names = [b.name for b in list(kernel.inputs) + list(kernel.outputs)]
+    shared = [n for n, w in zip(names, where)
+              if w is not None and sum(1 for x in where if x is not None and x.index == w.index) > 1]
+    return shared
+
+
+class CProgram(ArenaProgram):
+    """``ArenaProgram``'s slots and arena, with the steps run by generated C."""
+
+    def __init__(self, graph: Graph, plan: Any, name: str = "model") -> None:
+        super().__init__(graph, plan)
+        self.symbols = symbol_order(set(graph.symbols()) | set(plan.symbols))
+        kernels: dict[int, Kernel] = {}
+        sources: list[str] = []
+        # kernels run by the Python callback (name: why), for the explain record
+        self.fallbacks: dict[str, str] = {}
+        for i, node in enumerate(graph.nodes):
+            if node.op is not Op.KERNEL or node.attrs["kind"] == "view":
+                if node.op not in (Op.CONSTANT, Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE, Op.KERNEL):
+                    self.fallbacks[f"%{i} {node.op}"] = "not in a kernel (fusion disabled?)"
+                continue
+            try:
+                k = lower(node)
+                src = generate(k, self.symbols, inplace_buffers(node, k, plan))
+                assert src is not None, "view kernels are aliased, not generated"
+                sources.append(src)
+            except (LoweringError, NotImplementedError) as e:
+                ops = ", ".join(n.op.value for n in node.attrs["body"].nodes)
+                self.fallbacks[f"{node.attrs['name']} {node.attrs['kind']}[{ops}]"] = str(e)
+                continue
+            kernels[i] = k
+        self.kernels, self.kernel_sources = kernels, sources
+        host = host_source(graph, plan, kernels, self.symbols, program_scratch(kernels.values()))
+        self.weight_names = host.weight_names
+        # the kernels' scratch after the plan's buffers [Note: C template scratch]
+        self.scratch_bytes = host.scratch_bytes
+        self._scratch_at: dict[tuple[int, ...], int] = {}
+        self.source = PRELUDE + "\n" + "\n\n".join(sources) + "\n\n" + host.source
+        self.library = build(self.source, name)
+        self._run = self.library.effc_run
+        self._run.restype = ctypes.c_int
+        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_void_p, CALLBACK, ctypes.c_void_p]
+        self._step_of = {id(s.node): k for k, s in enumerate(self.steps)}
+        self._index = {i: self._step_of[id(n)] for i, n in enumerate(graph.nodes) if id(n) in self._step_of}
+        self._weights = [graph.constants[n].contiguous() for n in self.weight_names]
+        self._weight_ptrs = (ctypes.c_void_p * max(1, len(self._weights)))(
+            *[w.data_ptr() for w in self._weights])
+
+    def run(self, inputs: Sequence[torch.Tensor], env: dict[sympy.Symbol, int]) -> list[torch.Tensor]:
+        inputs = [t.contiguous() for t in inputs]
+        for t, v in zip(inputs, self.graph.inputs):
+            if t.dtype != v.type.dtype.to_torch():
+                raise CompileError(f"input {v.name} is {t.dtype}; the program was compiled for {v.type.dtype}")
+        layout = self.plan.evaluate(env)
+        offsets = layout["offsets"]
+        total = max(64, -(-layout["arena"] // 64) * 64 + self._scratch(env))
+        arena = torch.empty(total + 64, dtype=torch.uint8)
+        shift = (-arena.data_ptr()) % 64          # 64-byte alignment for vector loads
+        arena = arena[shift:shift + total]
+        vals = self._bind(inputs, arena, offsets, env)
+        failure: list[BaseException] = []
+
+        def callback(_ctx: Any, node_index: int) -> int:
+            try:
+                self._fallback(self.steps[self._index[node_index]], vals, arena, offsets, env)
+                return 0
+            except BaseException as e:  # noqa: BLE001 - carried across C and re-raised below
+                failure.append(e)
+                return 1
+
+        in_ptrs = (ctypes.c_void_p * max(1, len(inputs)))(*[t.data_ptr() for t in inputs])
+        sizes = (ctypes.c_int64 * max(1, len(self.symbols)))(*[int(env[s]) for s in self.symbols])
+        rc = self._run(in_ptrs, self._weight_ptrs, arena.data_ptr(), None, sizes, CALLBACK(callback), None)
+        if failure:
+            raise failure[0]
+        if rc:
+            raise CompileError(f"the compiled program stopped with status {rc}")
+        return [vals[s].clone() for s in self.output_slots]
+
+    def _scratch(self, env: dict[sympy.Symbol, int]) -> int:
+        """The kernels' scratch bytes at ``env``: the host's formula, evaluated exactly once
+        per distinct set of sizes."""
+        key = tuple(int(env[s]) for s in self.symbols)
+        if key not in self._scratch_at:
+            if len(self._scratch_at) > 256:
+                self._scratch_at.clear()
+            at = self.scratch_bytes.xreplace({s: sympy.Integer(v) for s, v in zip(self.symbols, key)})
+            self._scratch_at[key] = int(at)
+        return self._scratch_at[key]
+
+    def _bind(self, inputs: Sequence[torch.Tensor], arena: torch.Tensor, offsets: list[int],
+              env: dict[sympy.Symbol, int]) -> list[Any]:
+        """Every value as a tensor: inputs, weights, arena slots, and views of inputs or
+        weights (run here: they are views, nothing is copied)."""
+        vals: list[Any] = [None] * self.nslots
+        vals[:len(inputs)] = list(inputs)
+        for s, name in self.constant_slots.items():
+            vals[s] = self.graph.constants[name]
+        for s, slot in self.arena_slots.items():
+            vals[s] = slot.view(arena, offsets, env)
+        for step in self.steps:
+            if any(vals[s] is None for s in step.outs) and all(vals[a] is not None for a in step.args):
+                out = step.execute([vals[a] for a in step.args], env)
+                for s, t in zip(step.outs, (out,) if isinstance(out, torch.Tensor) else out):
+                    vals[s] = t
+        return vals
+
+    def _fallback(self, step: Any, vals: list[Any], arena: torch.Tensor, offsets: list[int],
+                  env: dict[sympy.Symbol, int]) -> None:
+        try:
+            out = step.execute([vals[a] for a in step.args], env)
+        except Exception as e:
+            raise CompileError(f"C backend fallback failed at {_describe(step, env)}: {e}") from e
+        for s, t in zip(step.outs, (out,) if isinstance(out, torch.Tensor) else out):
+            vals[s].copy_(t)

@@ -1,0 +1,598 @@
+"""The float32 GEMM template of the C backend: packing, a register-blocked micro-kernel, three
+cache-blocking levels, OpenMP over output tiles, the epilogue on each finished tile.
+
+[Note: C GEMM template]
+``C[m, n] = sum_k A[m, k] * B[k, n]`` in the Goto/BLIS structure, written in portable GNU C
+(vector extensions, no intrinsics, no BLAS) so the same source serves the standalone library:
+
+- B is packed once per call (per batch where B varies over the batch): for each K block of
+  KC rows, panels of NR columns, each panel ``kc x NR`` contiguous and zero-padded at the N
+  edge. Transposed B (a linear layer's ``[n, k]`` weight) is handled by the packing strides.
+- Work items are (batch, MC rows, NC columns) tiles, spread over the OpenMP threads. An item
+  walks K in KC blocks: packs its ``MC x KC`` block of A into MR-row panels (zero-padded),
+  then for each NR panel of B (kept in L1) runs the micro-kernel over the MR panels of A
+  (streamed from L2), accumulating into a per-thread ``MC x NC`` tile buffer (L2).
+- The micro-kernel holds an ``MR x NR`` block of C in ``MR * NR / W`` vector registers
+  (``W`` floats per vector, from the host ISA: 16 for AVX-512, 8 for AVX2, 4 otherwise) and
+  per k does NR/W vector loads of B and MR broadcasts of A.
+- In the last K block, right after the micro-kernel finishes an ``MR x NR`` block, the
+  kernel's epilogue runs over that block while it is in L1: ``acc`` is read from it and the
+  epilogue computes and stores the kernel's outputs (bias, activation, residual, casts).
+- Reassociation: every output is one ordered sum over k within a K block, blocks added in
+  order; FMA contraction is on (GCC's default in GNU C), which the tolerance policy admits.
+
+Tile sizes come from ``gemm_tiles`` [Note: GEMM tile model]. Scratch (packed B, then packed
+A and the C tile per thread) is carved from the caller's ``scratch`` bytes, 64-byte aligned
+parts, within the bound ``gemm_scratch`` gives [Note: C template scratch]; nothing is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sympy
+
+from effc.ir import DType
+from effc.ir.kernel import IndexValue, Kernel, Load, Store
+from effc.ir.kernel_templates import stride
+
+from .c_abi import buffer_params, c_expr, kernel_signature, size_locals, size_name
+
+_AXIS = re.compile(r"^[ir]\d+$")
+
+# -- the target ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuCaches:
+    l1: int = 32 * 1024          # bytes per core, data
+    l2: int = 1024 * 1024        # bytes per core
+    l3: int = 8 * 1024 * 1024    # bytes, shared
+    threads: int = 2
+
+
+def _sysfs_caches() -> CpuCaches:
+    sizes: dict[int, int] = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for d in os.listdir(base):
+            if not d.startswith("index"):
+                continue
+            with open(os.path.join(base, d, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(base, d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(base, d, "size")) as f:
+                text = f.read().strip()
+            mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1], 1)
+            sizes[level] = int(text.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    d = CpuCaches()
+    return CpuCaches(sizes.get(1, d.l1), sizes.get(2, d.l2), sizes.get(3, d.l3), os.cpu_count() or 2)
+
+
+def host_caches() -> CpuCaches:
+    return _sysfs_caches()
+
+
+def caches_of(target: Any) -> CpuCaches:
+    """Cache sizes of a cost-model target: its ``l1``/``l2``/``l3``/``threads`` attributes
+    where it has them (a calibrated target may), else the host's."""
+    host = host_caches()
+    if target is None:
+        return host
+    return CpuCaches(*(int(getattr(target, f, None) or getattr(host, f)) for f in ("l1", "l2", "l3", "threads")))
+
+
+def vector_width(flags: str | None = None) -> int:
+    """float32 lanes per vector register on the host (or for ``flags``, a /proc/cpuinfo flags
+    line): 16 with AVX-512F, 8 with AVX2, 4 otherwise (SSE / NEON)."""
+    if flags is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((ln for ln in f if ln.startswith("flags")), "")
+        except OSError:
+            flags = ""
+    words = set(flags.split())
+    return 16 if "avx512f" in words else 8 if "avx2" in words else 4
+
+
+# -- tile sizes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tiles:
+    width: int  # floats per vector
+    mr: int     # micro-kernel rows (broadcasts of A)
+    nr: int     # micro-kernel columns (vectors of B)
+    mc: int
+    nc: int
+    kc: int
+
+
+def micro_shape(width: int) -> tuple[int, int]:
+    """(MR, NR): MR * NR / width accumulators plus NR / width B vectors and one broadcast must
+    fit the register file (32 vector registers with AVX-512, 16 otherwise)."""
+    if width == 16:
+        return 12, 32   # 24 accumulators + 2 B + 1 broadcast of 32 zmm
+    if width == 8:
+        return 6, 16    # 12 of 16 ymm
+    return 4, 8         # 8 of 16 xmm
+
+
+def gemm_tiles(m: int, n: int, k: int, target: Any = None, width: int | None = None) -> Tiles:
+    """Cache blocking for an ``m x n x k`` float32 GEMM [Note: GEMM tile model]."""
+    w = width or vector_width()
+    mr, nr = micro_shape(w)
+    c = caches_of(target)
+    best: tuple[float, Tiles] | None = None
+    for kc in (128, 192, 256, 320, 384, 512, 768, 1024):
+        kc_eff = min(kc, max(k, 1))
+        for mc in (mr * i for i in (2, 4, 6, 8, 12, 16, 24, 32)):
+            for nc in (nr * i for i in (2, 4, 8, 16, 32, 64, 128)):
+                cost = _tile_cost(m, n, k, mr, nr, w, mc, nc, kc_eff, c)
+                if best is None or cost < best[0]:
+                    best = (cost, Tiles(w, mr, nr, mc, nc, kc_eff))
+        if kc >= k:
+            break
+    assert best is not None
+    return best[1]
+
+
+def _tile_cost(m: int, n: int, k: int, mr: int, nr: int, w: int, mc: int, nc: int, kc: int,
+               c: CpuCaches) -> float:
+    """[Note: GEMM tile model] Relative time of one blocking, in units of one micro-kernel
+    step (MR x NR multiply-adds, one per vector FMA slot):
+
+    - compute: ``ceil(m/mr) * ceil(n/nr) * k`` steps (padding waste counted), divided by the
+      threads actually busy: work items are ``ceil(m/mc) * ceil(n/nc)`` and the slowest
+      thread runs ``ceil(items / threads)`` of them;
+    - the C tile round trip per K block and micro-tile: ``2 * MR`` vector loads/stores, about
+      ``mr`` steps, paid ``ceil(k/kc)`` times (favours a large KC);
+    - packing: A is re-packed once per NC column block, B once; one element costs ~1 cycle
+      from cache and ~4 once the source exceeds L2, a step ``mr * nr / (2 * w)`` cycles
+      (two FMA pipes);
+    - capacity: the B micro-panel ``kc x NR`` should sit in half of L1, but a micro-kernel
+      with MR = 12 needs only ~13 bytes per cycle, which L2 streams: x1.02 when it does not
+      (measured: KC = K = 1024 beats KC = 192 by ~5%); the A block ``mc x kc``, the C tile
+      ``mc x nc`` and the B micro-panel must share half of L2 (else x1.5); the packed B block
+      ``kc x nc`` should sit in the thread's share of L3 (else x1.2);
+    - B streaming: each MC row block reads the packed B again, 1/16 cycle per float from L2,
+      1/4 from L3 (favours a large MC).
+    A closed form, not a search by timing: the candidates differ by what spills where.
+    """
+    f = 4  # bytes per float
+    items_m, items_n = math.ceil(m / mc), math.ceil(n / nc)
+    items = items_m * items_n
+    share = math.ceil(items / c.threads) / items
+    steps = math.ceil(m / mr) * math.ceil(n / nr) * max(k, 1) * share
+    # Tiles larger than the problem waste nothing but must not be charged for capacity.
+    mc_e, nc_e = min(mc, math.ceil(m / mr) * mr), min(nc, math.ceil(n / nr) * nr)
+    penalty = 1.0
+    if kc * nr * f > c.l1 // 2:
+        penalty *= 1.02
+    if (mc_e * kc + mc_e * nc_e + kc * nr) * f > c.l2 // 2:
+        penalty *= 1.5
+    if kc * nc_e * f > max(c.l3 // c.threads, c.l2):
+        penalty *= 1.2
+    ctile = math.ceil(m / mr) * math.ceil(n / nr) * mr * math.ceil(k / kc) * share
+    pack_cycles = 1.0 if (m * k + k * n) * f <= c.l2 else 4.0
+    packing = (m * k * items_n + k * n) * pack_cycles / (mr * nr / (2 * w)) / c.threads
+    # Every MC row block streams the packed B block again: from L2 if it fits, else from L3.
+    b_cycles = 1 / 16 if kc * nc_e * f <= c.l2 // 2 else 1 / 4
+    b_stream = items_m * max(k, 1) * n * b_cycles / (mr * nr / (2 * w)) / c.threads
+    return steps * penalty + ctile + packing + b_stream
+
+
+# -- the shared C core ------------------------------------------------------------------------
+
+# Shared by the GEMM and row-convolution templates [Note: C template scratch].
+SCRATCH_HELPERS = """\
+#ifndef EFFC_SCRATCH_HELPERS
+#define EFFC_SCRATCH_HELPERS
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+static inline int64_t effc_align64(int64_t bytes) { return (bytes + 63) & ~(int64_t)63; }
+/* The OpenMP team size, capped at the thread count the scratch bound was computed for. */
+static inline int effc_team(int cap) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n < cap ? n : cap;
+#else
+    (void)cap;
+    return 1;
+#endif
+}
+static inline int effc_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+#endif"""
+
+
+def effc_threads() -> int:
+    """EFFC_THREADS: the most OpenMP threads a template kernel runs, fixed when it is generated
+    (this machine's ``os.cpu_count()``) [Note: C template scratch]."""
+    return os.cpu_count() or 1
+
+
+def align64(e: sympy.Expr) -> sympy.Expr:
+    """``e`` bytes rounded up to a multiple of 64."""
+    return sympy.ceiling(sympy.sympify(e) / 64) * 64
+
+def core_source(t: Tiles) -> str:
+    """Static helpers shared by every GEMM kernel of a translation unit (guarded, so several
+    kernels may each include them): vector type, packing routines, the micro-kernel."""
+    w, mr, nr = t.width, t.mr, t.nr
+    nv = nr // w
+    tag = f"{mr}x{nr}w{w}"
+    lines = [f"#ifndef EFFC_GEMM_CORE_{tag}", f"#define EFFC_GEMM_CORE_{tag}", SCRATCH_HELPERS,
+             f"typedef float effc_vf{w} __attribute__((vector_size({4 * w})));",
+             f"typedef float effc_vf{w}u __attribute__((vector_size({4 * w}), aligned(4)));"]
+    # Pack A rows [0, mc) x cols [0, kc) into MR-row panels, k-major inside a panel.
+    lines += [
+        f"static void effc_gemm_pack_a_{tag}(const float *EFFC_RESTRICT a, int64_t rs, int64_t cs,",
+        "        int64_t mc, int64_t kc, float *EFFC_RESTRICT pa) {",
+        f"    for (int64_t i0 = 0; i0 < mc; i0 += {mr}) {{",
+        f"        const int64_t mv = mc - i0 < {mr} ? mc - i0 : {mr};",
+        f"        float *EFFC_RESTRICT p = pa + i0 * kc;",
+        f"        if (mv == {mr} && cs == 1) {{",
+        "            for (int64_t k = 0; k < kc; k++)",
+        f"                for (int64_t i = 0; i < {mr}; i++) p[k * {mr} + i] = a[(i0 + i) * rs + k];",
+        f"        }} else if (mv == {mr} && rs == 1) {{",
+        "            for (int64_t k = 0; k < kc; k++)",
+        f"                for (int64_t i = 0; i < {mr}; i++) p[k * {mr} + i] = a[i0 + i + k * cs];",
+        "        } else {",
+        "            for (int64_t k = 0; k < kc; k++)",
+        f"                for (int64_t i = 0; i < {mr}; i++)",
+        f"                    p[k * {mr} + i] = i < mv ? a[(i0 + i) * rs + k * cs] : 0.0f;",
+        "        }", "    }", "}"]
+    # Pack one NR-column panel of B (kc rows), zero-padded past nv columns.
+    lines += [
+        f"static void effc_gemm_pack_b_{tag}(const float *EFFC_RESTRICT b, int64_t rs, int64_t cs,",
+        "        int64_t kc, int64_t nv, float *EFFC_RESTRICT pb) {",
+        f"    if (nv == {nr} && cs == 1) {{",
+        "        for (int64_t k = 0; k < kc; k++)",
+        f"            for (int64_t j = 0; j < {nr}; j++) pb[k * {nr} + j] = b[k * rs + j];",
+        f"    }} else if (nv == {nr} && rs == 1) {{",
+        "        for (int64_t k = 0; k < kc; k++)",
+        f"            for (int64_t j = 0; j < {nr}; j++) pb[k * {nr} + j] = b[j * cs + k];",
+        "    } else {",
+        "        for (int64_t k = 0; k < kc; k++)",
+        f"            for (int64_t j = 0; j < {nr}; j++) pb[k * {nr} + j] = j < nv ? b[k * rs + j * cs] : 0.0f;",
+        "    }", "}"]
+    # The micro-kernel: C[MR x NR] (=|+=) A panel x B panel, C with row stride ldc.
+    acc = [[f"c{i}_{v}" for v in range(nv)] for i in range(mr)]
+    lines += [
+        "#if defined(__GNUC__) && !defined(__clang__)",
+        "__attribute__((optimize(\"fp-contract=fast\")))",
+        "#endif",
+        f"static inline void effc_gemm_ukr_{tag}(int64_t kc, const float *EFFC_RESTRICT pa,",
+        "        const float *EFFC_RESTRICT pb, float *EFFC_RESTRICT c, int64_t ldc, int accumulate) {",
+        f"    effc_vf{w} " + ", ".join(f"{x} = {{0}}" for row in acc for x in row) + ";",
+        "    for (int64_t k = 0; k < kc; k++) {",
+        *(f"        const effc_vf{w} b{v} = *(const effc_vf{w} *)(pb + k * {nr} + {v * w});" for v in range(nv)),
+    ]
+    for i in range(mr):
+        lines.append(f"        {{ const float a = pa[k * {mr} + {i}]; "
+                     + " ".join(f"{acc[i][v]} += a * b{v};" for v in range(nv)) + " }")
+    lines += ["    }", "    if (accumulate) {"]
+    for i in range(mr):
+        for v in range(nv):
+            lines.append(f"        *(effc_vf{w}u *)(c + {i} * ldc + {v * w}) += {acc[i][v]};")
+    lines += ["    } else {"]
+    for i in range(mr):
+        for v in range(nv):
+            lines.append(f"        *(effc_vf{w}u *)(c + {i} * ldc + {v * w}) = {acc[i][v]};")
+    lines += ["    }", "}", "#endif", ""]
+    return "\n".join(lines)
+
+
+# -- index expressions as C -------------------------------------------------------------------
+
+def c_index(e: Any, axes: dict[str, str] | None = None) -> str:
+    """An index, extent or mask expression (sympy) as int64 C [Note: C kernel ABI]: axis
+    symbols (``i0``, ``r1``) by ``axes`` (default: their own names), size symbols as their
+    locals (``sz_s0``)."""
+    e = sympy.sympify(e)
+    names = {}
+    for s in e.free_symbols:
+        names[s] = (axes or {}).get(s.name, s.name) if _AXIS.match(s.name) else size_name(s)
+    return c_expr(e, names)
+
+
+def kernel_sizes(kernel: Kernel) -> set[sympy.Symbol]:
+    """The size symbols a template kernel's function reads."""
+    exprs: list[Any] = [a.size for a in kernel.domain + kernel.reduce]
+    exprs += [s.index for s in kernel.statements() if isinstance(s, (Load, Store))]
+    exprs += [s.expr for s in kernel.statements() if isinstance(s, IndexValue)]
+    if kernel.template is not None:
+        for o in kernel.template.operands:
+            exprs.append(o.index)
+            if o.mask is not None:
+                exprs.append(o.mask)
+    out: set[sympy.Symbol] = set()
+    for e in exprs:
+        out |= {s for s in sympy.sympify(e).free_symbols if not _AXIS.match(s.name)}
+    return out
+
+
+def size_decls(kernel: Kernel, symbols: Any) -> list[str]:
+    """``const int64_t sz_s0 = sizes[k];`` for each size the kernel reads."""
+    return size_locals(symbols, kernel_sizes(kernel)).rstrip("\n").split("\n")
+
+
+def _eq(a: sympy.Expr, b: sympy.Expr) -> bool:
+    return sympy.expand(a - b) == 0
+
+
+# -- which templates are GEMMs ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """``acc = sum_k A[m, k] * B[k, n]`` per batch point, where ``m`` and ``n`` flatten groups
+    of domain axes (outer to inner) and the other domain axes are batch axes."""
+    a: str
+    b: str
+    a_off: sympy.Expr
+    b_off: sympy.Expr
+    m_axes: tuple[tuple[str, sympy.Expr], ...]
+    n_axes: tuple[tuple[str, sympy.Expr], ...]
+    k: sympy.Expr
+    a_m: sympy.Expr
+    a_k: sympy.Expr
+    b_k: sympy.Expr
+    b_n: sympy.Expr
+    batch: tuple[tuple[str, sympy.Expr, sympy.Expr, sympy.Expr], ...]  # (axis, size, a stride, b stride)
+    fixed: tuple[str, ...]  # size-1 domain axes (always 0)
+
+
+def _group(axes: list[tuple[sympy.Symbol, sympy.Expr]], strides: list[dict[sympy.Symbol, sympy.Expr]]
+           ) -> tuple[list[tuple[sympy.Symbol, sympy.Expr]], list[sympy.Expr]]:
+    """The longest suffix of ``axes`` (outer to inner) that flattens into one axis in every
+    operand of ``strides``; returns the suffix and its per-operand stride."""
+    if not axes:
+        return [], [sympy.Integer(0) for _ in strides]
+    inner, size = [axes[-1]], axes[-1][1]
+    for ax, n in reversed(axes[:-1]):
+        if all(_eq(s[ax], size * s[axes[-1][0]]) for s in strides):
+            inner.insert(0, (ax, n))
+            size = size * n
+        else:
+            break
+    return inner, [s[axes[-1][0]] for s in strides]
+
+
+def gemm_plan(kernel: Kernel) -> GemmPlan | None:
+    """The GEMM form of a float32 matmul/conv template whose operands are affine in every axis
+    and unmasked (matmul, linear, batched matmul, 1x1 stride-1 convolution), else None."""
+    t = kernel.template
+    if t is None or t.op not in ("matmul", "conv") or t.dtype is not DType.F32 or len(t.operands) != 2:
+        return None
+    if any(o.mask is not None and o.mask is not sympy.true for o in t.operands):
+        return None
+    if any(kernel.buffer(o.buffer).dtype is not DType.F32 for o in t.operands):
+        return None
+    one = [a for a in kernel.domain + kernel.reduce if sympy.sympify(a.size) == 1]
+    zero = {a.symbol: 0 for a in one}
+    idx = [sympy.expand(sympy.sympify(o.index).subs(zero)) for o in t.operands]
+    dom = [(a.symbol, sympy.sympify(a.size)) for a in kernel.domain if a not in one]
+    red = [(a.symbol, sympy.sympify(a.size)) for a in kernel.reduce if a not in one]
+    strides: list[dict[sympy.Symbol, sympy.Expr]] = []
+    offs = []
+    for ix in idx:
+        st: dict[sympy.Symbol, sympy.Expr] = {}
+        for ax, _ in dom + red:
+            s = stride(ix, ax)
+            if s is None or any(a in s.free_symbols for a, _ in dom + red):
+                return None
+            st[ax] = s
+        off = ix.subs({ax: 0 for ax, _ in dom + red})
+        if not _eq(ix, off + sum((st[ax] * ax for ax, _ in dom + red), sympy.Integer(0))):
+            return None
+        strides.append(st)
+        offs.append(off)
+    k_axes, (ak, bk) = _group(red, strides)
+    if len(k_axes) != len(red):
+        return None
+    k = sympy.prod([n for _, n in red]) if red else sympy.Integer(1)
+    ia, ib = 0, 1
+    if dom and strides[0][dom[-1][0]] != 0 and strides[1][dom[-1][0]] == 0:
+        ia, ib = 1, 0  # the innermost output axis must be B's, so tiles store rows
+    sa, sb = strides[ia], strides[ib]
+    only_b = [d for d in dom if sa[d[0]] == 0 and sb[d[0]] != 0]
+    n_axes: list[tuple[sympy.Symbol, sympy.Expr]] = []
+    if dom and only_b and only_b[-1] == dom[-1]:
+        run = []
+        for d in reversed(dom):
+            if d in only_b:
+                run.insert(0, d)
+            else:
+                break
+        n_axes, (_, bn) = _group(run, [sa, sb])
+    else:
+        bn = sympy.Integer(0)
+    rest = [d for d in dom if d not in n_axes]
+    only_a = [d for d in rest if sa[d[0]] != 0 and sb[d[0]] == 0]
+    m_axes: list[tuple[sympy.Symbol, sympy.Expr]] = []
+    am = sympy.Integer(0)
+    if only_a:
+        pos = rest.index(only_a[-1])
+        run = []
+        for d in reversed(rest[:pos + 1]):
+            if d in only_a:
+                run.insert(0, d)
+            else:
+                break
+        m_axes, (am, _) = _group(run, [sa, sb])
+    batch = tuple((ax.name, n, sa[ax], sb[ax]) for ax, n in dom if (ax, n) not in n_axes and (ax, n) not in m_axes)
+    ops = t.operands
+    return GemmPlan(ops[ia].buffer, ops[ib].buffer, offs[ia], offs[ib],
+                    tuple((ax.name, n) for ax, n in m_axes), tuple((ax.name, n) for ax, n in n_axes),
+                    k, am, (ak, bk)[ia], (ak, bk)[ib], bn, batch, tuple(a.name for a in one if a in kernel.domain))
+
+
+# -- one kernel -------------------------------------------------------------------------------
+
+Epilogue = Callable[[dict[str, str], str], str]
+
+
+def default_tiles(plan: GemmPlan) -> Tiles:
+    """The tiles ``gemm_function`` uses when given none (512 for a symbolic extent)."""
+    def guess(e: sympy.Expr) -> int:
+        e = sympy.sympify(e)
+        return int(e) if e.is_Integer else 512
+    return gemm_tiles(guess(sympy.prod([n for _, n in plan.m_axes])),
+                      guess(sympy.prod([n for _, n in plan.n_axes])), guess(plan.k))
+
+
+def _extents(plan: GemmPlan) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr, bool]:
+    """(M, N, batch count, whether B varies over the batch)."""
+    m = sympy.prod([n for _, n in plan.m_axes]) if plan.m_axes else sympy.Integer(1)
+    n = sympy.prod([n for _, n in plan.n_axes]) if plan.n_axes else sympy.Integer(1)
+    nb = sympy.prod([b[1] for b in plan.batch]) if plan.batch else sympy.Integer(1)
+    return m, n, nb, any(b[3] != 0 for b in plan.batch)
+
+
+def gemm_scratch(plan: GemmPlan, tiles: Tiles | None = None, threads: int | None = None) -> sympy.Expr:
+    """Scratch bytes of ``gemm_function(.., tiles)``, a formula in the size symbols: the packed
+    B of every batch point that has its own B, then per thread (``effc_threads()``) a packed A
+    block and a C tile, each part rounded up to 64 bytes. The kernel's run-time tiles (MC, NC
+    shrunk to spread work) never exceed the ones here, so this is an upper bound."""
+    t = tiles or default_tiles(plan)
+    m, n, nb, b_varies = _extents(plan)
+    np_ = sympy.ceiling(n / t.nr) * t.nr
+    kc = sympy.Min(t.kc, sympy.Max(plan.k, 1))
+    mc = sympy.Min(t.mc, sympy.ceiling(m / t.mr) * t.mr)
+    ldc = sympy.Min(t.nc, np_)
+    pb = align64((nb if b_varies else 1) * sympy.Max(plan.k, 1) * np_ * 4)
+    return pb + (threads or effc_threads()) * (align64(mc * kc * 4) + align64(mc * ldc * 4))
+
+
+def _split(var: str, axes: tuple[tuple[str, sympy.Expr], ...]) -> dict[str, str]:
+    """C expressions of each axis of a flattened group (outer to inner) from its flat index."""
+    out: dict[str, str] = {}
+    inner = sympy.Integer(1)
+    for i, (name, n) in enumerate(reversed(axes)):
+        e = var if inner == 1 else f"({var} / ({c_index(inner)}))"
+        out[name] = e if i == len(axes) - 1 else f"({e} % ({c_index(n)}))"
+        inner = inner * n
+    return out
+
+
+def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilogue,
+                  tiles: Tiles | None = None, threads: int | None = None) -> str:
+    """The C function of a GEMM-form template kernel [Note: C GEMM template]; it uses at most
+    ``gemm_scratch(plan, tiles, threads)`` bytes of ``scratch``."""
+    names = buffer_params(kernel)
+    t = tiles or default_tiles(plan)
+    tag = f"{t.mr}x{t.nr}w{t.width}"
+    mr, nr = t.mr, t.nr
+    m, n, nb, b_varies = _extents(plan)
+    axis = {name: "0" for name in plan.fixed}
+    axis.update(_split("EM", plan.m_axes))
+    axis.update(_split("EN", plan.n_axes))
+    axis.update({b[0]: f"b_{b[0]}" for b in plan.batch})
+
+    def batch_vars(ind: str, var: str) -> list[str]:
+        sp = _split(var, tuple((b[0], b[1]) for b in plan.batch))
+        return [f"{ind}const int64_t b_{b[0]} = {sp[b[0]]};" for b in plan.batch]
+
+    def offset(which: int) -> str:
+        terms = [c_index(plan.a_off if which == 0 else plan.b_off)]
+        terms += [f"b_{b[0]} * ({c_index(b[2 + which])})" for b in plan.batch if b[2 + which] != 0]
+        return " + ".join(terms)
+
+    L = [f"{kernel_signature(kernel)} {{", *size_decls(kernel, symbols),
+         f"    const int64_t M = {c_index(m)}, N = {c_index(n)}, K = {c_index(plan.k)}, NB = {c_index(nb)};",
+         f"    const int64_t A_M = {c_index(plan.a_m)}, A_K = {c_index(plan.a_k)};",
+         f"    const int64_t B_K = {c_index(plan.b_k)}, B_N = {c_index(plan.b_n)};",
+         "    if (M <= 0 || N <= 0 || NB <= 0) return;",
+         f"    const int64_t KC = K < {t.kc} ? (K > 0 ? K : 1) : {t.kc};",
+         "    const int64_t NKB = K > 0 ? (K + KC - 1) / KC : 1;",
+         f"    const int64_t NP = (N + {nr - 1}) / {nr} * {nr};",
+         f"    const int NT = effc_team({threads or effc_threads()});",
+         # Tiles no larger than the problem; then split until every thread has work.
+         f"    int64_t MC = {t.mc} < M ? {t.mc} : (M + {mr - 1}) / {mr} * {mr};",
+         f"    int64_t NC = {t.nc} < NP ? {t.nc} : NP;",
+         "    int64_t NIC = (M + MC - 1) / MC, NJC = (N + NC - 1) / NC;",
+         "    if (NT > 1 && (NB * NIC * NJC) % NT != 0 && NB * NIC * NJC < 8 * NT) {",
+         "        int64_t WANT = (NB * NIC * NJC + NT - 1) / NT * NT;",
+         "        if (NB * NJC < WANT && M > " + str(mr) + ") {",
+         "            int64_t NI = (WANT / NB + NJC - 1) / NJC;",
+         f"            MC = ((M + NI - 1) / NI + {mr - 1}) / {mr} * {mr};",
+         "            NIC = (M + MC - 1) / MC;",
+         "        }",
+         "        if ((NB * NIC * NJC) % NT != 0 && NB * NIC * NJC < NT) {",
+         "            int64_t NJ = (NT + NB * NIC - 1) / (NB * NIC);",
+         f"            NC = ((N + NJ - 1) / NJ + {nr - 1}) / {nr} * {nr};",
+         "            NJC = (N + NC - 1) / NC;",
+         "        }",
+         "    }",
+         f"    const int64_t NBB = {'NB' if b_varies else '1'};",
+         "    float *EFFC_RESTRICT PB = (float *)scratch;",
+         "    const int64_t PB_BYTES = effc_align64(NBB * (K > 0 ? K : 1) * NP * 4);",
+         "    const int64_t NQ = NP / " + str(nr) + ";",
+         "    #pragma omp parallel num_threads(NT)",
+         "    {",
+         "        #pragma omp for schedule(static)",
+         "        for (int64_t T = 0; T < NBB * NQ; T++) {",
+         "            const int64_t BT = T / NQ, Q = T % NQ;",
+         *batch_vars("            ", "BT"),
+         f"            const float *SRC = {names[plan.b]} + {offset(1)} + Q * {nr} * B_N;",
+         f"            const int64_t NV = N - Q * {nr} < {nr} ? N - Q * {nr} : {nr};",
+         "            for (int64_t KB = 0; KB < NKB; KB++) {",
+         "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
+         f"                effc_gemm_pack_b_{tag}(SRC + PC * B_K, B_K, B_N, KCUR, NV, PB + BT * K * NP + PC * NP + Q * KCUR * {nr});",
+         "            }",
+         "        }",
+         "        const int64_t LDC = (NC + " + str(nr - 1) + ") / " + str(nr) + " * " + str(nr) + ";",
+         f"        const int64_t PA_BYTES = effc_align64((MC + {mr - 1}) / {mr} * {mr} * KC * 4);",
+         f"        const int64_t CT_BYTES = effc_align64((MC + {mr - 1}) / {mr} * {mr} * LDC * 4);",
+         "        unsigned char *MINE = scratch + PB_BYTES + (int64_t)effc_thread_id() * (PA_BYTES + CT_BYTES);",
+         "        float *EFFC_RESTRICT PA = (float *)MINE;",
+         "        float *EFFC_RESTRICT CT = (float *)(MINE + PA_BYTES);",
+         "        #pragma omp for schedule(static)",
+         "        for (int64_t T = 0; T < NB * NIC * NJC; T++) {",
+         "            const int64_t BT = T / (NIC * NJC), IC = (T / NJC) % NIC * MC, JC = T % NJC * NC;",
+         "            const int64_t MCUR = M - IC < MC ? M - IC : MC, NCUR = N - JC < NC ? N - JC : NC;",
+         *batch_vars("            ", "BT"),
+         f"            const float *ASRC = {names[plan.a]} + {offset(0)} + IC * A_M;",
+         f"            const float *PBB = PB + {'BT' if b_varies else '0'} * K * NP;",
+         "            for (int64_t KB = 0; KB < NKB; KB++) {",
+         "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
+         f"                effc_gemm_pack_a_{tag}(ASRC + PC * A_K, A_M, A_K, MCUR, KCUR, PA);",
+         f"                for (int64_t JR = 0; JR < NCUR; JR += {nr}) {{",
+         f"                    for (int64_t IR = 0; IR < MCUR; IR += {mr}) {{",
+         f"                        float *EFFC_RESTRICT CP = CT + IR * LDC + JR;",
+         f"                        effc_gemm_ukr_{tag}(KCUR, PA + IR * KCUR, PBB + PC * NP + (JC + JR) * KCUR, CP, LDC, KB > 0);",
+         "                        if (KB == NKB - 1) {",
+         f"                            const int64_t MV = MCUR - IR < {mr} ? MCUR - IR : {mr};",
+         f"                            const int64_t NV = NCUR - JR < {nr} ? NCUR - JR : {nr};",
+         "                            for (int64_t II = 0; II < MV; II++) {",
+         "                                const int64_t EM = IC + IR + II;",
+         "                                for (int64_t JJ = 0; JJ < NV; JJ++) {",
+         "                                    const int64_t EN = JC + JR + JJ;",
+         "                                    const float acc = CP[II * LDC + JJ];",
+         "                                    (void)EM; (void)EN;",
+         epilogue(axis, " " * 36).rstrip("\n"),
+         "                                }",
+         "                            }",
+         "                        }",
+         "                    }",
+         "                }",
+         "            }",
+         "        }",
+         "    }",
+         "}", ""]
+    return core_source(t) + "\n".join(L)
