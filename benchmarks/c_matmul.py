@@ -5,7 +5,10 @@
 Builds each shape as a matmul kernel of the kernel IR, generates C with
 ``codegen.c_templates.template_function`` (epilogue: store ``acc``), compiles it with
 ``cc -O3 -march=native -fopenmp -shared -fPIC``, checks it against torch, and times both with
-medians of ``--repeats`` runs after warm-up, torch.mm and the kernel interleaved. Writes
+medians of ``--repeats`` runs after warm-up, torch.mm and the kernel interleaved. Linear rows
+marked "prepacked" generate the kernel with the weight as a constant input
+(``constant_inputs={1}``) and pass it packed once by ``c_templates.prepack`` (outside the
+timing), against torch.nn.functional.linear on the plain weight. Writes
 ``benchmarks/results/c_matmul-<date>-cpu.md``.
 """
 
@@ -26,7 +29,7 @@ import torch  # noqa: E402
 
 from effc.codegen.c_abi import PRELUDE, c_name  # noqa: E402
 from effc.codegen.c_gemm import gemm_plan, gemm_tiles, vector_width  # noqa: E402
-from effc.codegen.c_templates import scratch_bytes, store_acc_epilogue, template_function  # noqa: E402
+from effc.codegen.c_templates import prepack, scratch_bytes, store_acc_epilogue, template_function  # noqa: E402
 from effc.ir import DType, GraphBuilder, Op, TensorType  # noqa: E402
 from effc.ir.kernel import Kernel  # noqa: E402
 from effc.ir.kernel_lower import lower  # noqa: E402
@@ -47,8 +50,9 @@ def matmul_kernel(name: str, m: int, n: int, k: int, linear: bool = False) -> Ke
     return lower(node)
 
 
-def build(kernels: list[Kernel], workdir: str) -> ctypes.CDLL:
-    src = PRELUDE + "\n".join(template_function(k, [], store_acc_epilogue(k)) for k in kernels)
+def build(kernels: list[Kernel], consts: list[frozenset[int]], workdir: str) -> ctypes.CDLL:
+    src = PRELUDE + "\n".join(template_function(k, [], store_acc_epilogue(k), constant_inputs=c)
+                              for k, c in zip(kernels, consts))
     path = os.path.join(workdir, "gemm.c")
     with open(path, "w") as f:
         f.write(src)
@@ -72,23 +76,30 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    shapes = [(f"{s}x{s}x{s}", s, s, s, False) for s in args.sizes]
-    shapes.append(("linear 128x768 @ 768x3072 (w^T)", 128, 3072, 768, True))
-    kernels = [matmul_kernel(f"mm{i}", m, n, k, lin) for i, (_, m, n, k, lin) in enumerate(shapes)]
+    shapes = [(f"{s}x{s}x{s}", s, s, s, False, False) for s in args.sizes]
+    shapes.append(("linear 128x768 @ 768x3072 (w^T)", 128, 3072, 768, True, False))
+    shapes.append(("linear 64x1024 @ 1024x4096 (w^T)", 64, 4096, 1024, True, False))
+    shapes.append(("linear 128x768 @ 768x3072 (w^T), prepacked", 128, 3072, 768, True, True))
+    shapes.append(("linear 64x1024 @ 1024x4096 (w^T), prepacked", 64, 4096, 1024, True, True))
+    kernels = [matmul_kernel(f"mm{i}", m, n, k, lin) for i, (_, m, n, k, lin, _) in enumerate(shapes)]
+    consts = [frozenset({1}) if pre else frozenset() for *_, pre in shapes]
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        lib = build(kernels, d)
+        lib = build(kernels, consts, d)
         sizes = (ctypes.c_int64 * 1)()
-        for (label, m, n, k, lin), kern in zip(shapes, kernels):
+        for (label, m, n, k, lin, _), kern, const in zip(shapes, kernels, consts):
             gen = torch.Generator().manual_seed(0)
             x = torch.randn(m, k, generator=gen)
             w = torch.randn((n, k) if lin else (k, n), generator=gen)
             out = torch.empty(m, n)
             fn = getattr(lib, c_name(kern.name))
-            need = int(scratch_bytes(kern))  # the kernel's packed panels and tiles, allocated once
+            need = int(scratch_bytes(kern, const))  # the kernel's packed panels and tiles, allocated once
             raw = torch.empty(need + 64, dtype=torch.uint8)
             scratch = raw[(-raw.data_ptr()) % 64:]
-            ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (x, w, out)]
+            packs = prepack(kern, const)
+            assert set(packs) == set(const)
+            wk = packs[1](w) if 1 in packs else w  # the weight as the kernel reads it, packed once
+            ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (x, wk, out)]
 
             def ours() -> None:
                 fn(*ptrs, sizes, ctypes.c_void_p(scratch.data_ptr()))
@@ -109,7 +120,7 @@ def main() -> None:
             g_ours, g_torch = flops / min(t_ours) / 1e9, flops / min(t_torch) / 1e9
             tiles = gemm_tiles(m, n, k)
             rows.append((label, g_ours, g_torch, g_ours / g_torch, err, tiles))
-            print(f"{label:34s} effc {g_ours:7.1f} GFLOP/s  torch {g_torch:7.1f} GFLOP/s  "
+            print(f"{label:46s} effc {g_ours:7.1f} GFLOP/s  torch {g_torch:7.1f} GFLOP/s  "
                   f"ratio {g_ours / g_torch:5.2f}  rel err {err:.1e}  tiles mc={tiles.mc} nc={tiles.nc} "
                   f"kc={tiles.kc}", flush=True)
     assert all(gemm_plan(k) is not None for k in kernels)

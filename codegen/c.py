@@ -73,11 +73,14 @@ def unsupported(kernel: Kernel) -> str | None:
     return None
 
 
-def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[str] = ()) -> str | None:
+def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[str] = (),
+             constant_inputs: Iterable[int] = frozenset()) -> str | None:
     """The C function of ``kernel`` (without ``PRELUDE``); ``symbols`` are the program's size
     symbols (the ``sizes`` array, [Note: C kernel ABI]); ``inplace`` names buffers that share
-    memory with another (they lose ``restrict``). None for a view kernel; NotImplementedError
-    with ``unsupported``'s reason for what no generator covers."""
+    memory with another (they lose ``restrict``); ``constant_inputs`` are positions in
+    ``kernel.inputs`` holding compile-time constants: a template kernel may then expect some
+    of them prepacked (``c_templates.prepack`` says which and packs them). None for a view
+    kernel; NotImplementedError with ``unsupported``'s reason for what no generator covers."""
     if kernel.kind == "view":
         return None
     why = unsupported(kernel)
@@ -87,7 +90,8 @@ def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[
     t = kernel.template
     if t is not None:
         from .c_templates import template_function  # type: ignore[import-not-found]
-        return template_function(kernel, symbols, lambda axes, indent: emit_statements(kernel, kernel.body, axes, indent))
+        return template_function(kernel, symbols, lambda axes, indent: emit_statements(kernel, kernel.body, axes, indent),
+                                 constant_inputs=frozenset(constant_inputs))
     em = Emitter(kernel, {a.symbol: a.name for a in kernel.domain + kernel.reduce})
     body = kernel_body(kernel, em)
     return (kernel_signature(kernel, inplace) + " {\n    (void)scratch;\n" + size_locals(symbols, _size_symbols(kernel))

@@ -8,6 +8,8 @@ cache-blocking levels, OpenMP over output tiles, the epilogue on each finished t
 - B is packed once per call (per batch where B varies over the batch): for each K block of
   KC rows, panels of NR columns, each panel ``kc x NR`` contiguous and zero-padded at the N
   edge. Transposed B (a linear layer's ``[n, k]`` weight) is handled by the packing strides.
+  A constant B (a weight), or a constant A, may instead arrive packed in that layout, packed
+  once at compile time [Note: GEMM prepacked operands].
 - Work items are (batch, MC rows, NC columns) tiles, spread over the OpenMP threads. An item
   walks K in KC blocks: packs its ``MC x KC`` block of A into MR-row panels (zero-padded),
   then for each NR panel of B (kept in L1) runs the micro-kernel over the MR panels of A
@@ -32,7 +34,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import sympy
 
@@ -281,7 +283,7 @@ def core_source(t: Tiles) -> str:
         "        const float *EFFC_RESTRICT pb, float *EFFC_RESTRICT c, int64_t ldc, int accumulate) {",
         f"    effc_vf{w} " + ", ".join(f"{x} = {{0}}" for row in acc for x in row) + ";",
         "    for (int64_t k = 0; k < kc; k++) {",
-        *(f"        const effc_vf{w} b{v} = *(const effc_vf{w} *)(pb + k * {nr} + {v * w});" for v in range(nv)),
+        *(f"        const effc_vf{w} b{v} = *(const effc_vf{w}u *)(pb + k * {nr} + {v * w});" for v in range(nv)),
     ]
     for i in range(mr):
         lines.append(f"        {{ const float a = pa[k * {mr} + {i}]; "
@@ -464,19 +466,124 @@ def _extents(plan: GemmPlan) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr, bool]:
     return m, n, nb, any(b[3] != 0 for b in plan.batch)
 
 
-def gemm_scratch(plan: GemmPlan, tiles: Tiles | None = None, threads: int | None = None) -> sympy.Expr:
+def gemm_scratch(plan: GemmPlan, tiles: Tiles | None = None, threads: int | None = None,
+                 prepacked: Collection[str] = ()) -> sympy.Expr:
     """Scratch bytes of ``gemm_function(.., tiles)``, a formula in the size symbols: the packed
     B of every batch point that has its own B, then per thread (``effc_threads()``) a packed A
     block and a C tile, each part rounded up to 64 bytes. The kernel's run-time tiles (MC, NC
-    shrunk to spread work) never exceed the ones here, so this is an upper bound."""
+    shrunk to spread work) never exceed the ones here, so this is an upper bound. An operand
+    in ``prepacked`` (``"a"``, ``"b"``) arrives packed [Note: GEMM prepacked operands] and
+    needs no scratch."""
     t = tiles or default_tiles(plan)
     m, n, nb, b_varies = _extents(plan)
     np_ = sympy.ceiling(n / t.nr) * t.nr
     kc = sympy.Min(t.kc, sympy.Max(plan.k, 1))
     mc = sympy.Min(t.mc, sympy.ceiling(m / t.mr) * t.mr)
     ldc = sympy.Min(t.nc, np_)
-    pb = align64((nb if b_varies else 1) * sympy.Max(plan.k, 1) * np_ * 4)
-    return pb + (threads or effc_threads()) * (align64(mc * kc * 4) + align64(mc * ldc * 4))
+    pb = 0 if "b" in prepacked else align64((nb if b_varies else 1) * sympy.Max(plan.k, 1) * np_ * 4)
+    pa = 0 if "a" in prepacked else align64(mc * kc * 4)
+    return pb + (threads or effc_threads()) * (pa + align64(mc * ldc * 4))
+
+
+# -- prepacked constant operands --------------------------------------------------------------
+
+def _static(*es: Any) -> bool:
+    return all(sympy.sympify(e).is_Integer for e in es)
+
+
+def packed_operands(kernel: Kernel, plan: GemmPlan, constant_inputs: Collection[int]) -> dict[int, str]:
+    """[Note: GEMM prepacked operands] Which inputs (positions in ``kernel.inputs``) the GEMM
+    function of ``kernel`` reads already packed, and as which operand (``"a"`` or ``"b"``):
+    an operand whose buffer is a compile-time constant (``constant_inputs``) and whose layout
+    is static (its extent, K, offset, strides, and the sizes of the batch axes it varies
+    over are integers). Both operands may be; an operand read twice (``x @ x.T``) is not.
+
+    The packed layout is the one the kernel's loops read, independent of MC and NC (which the
+    kernel shrinks at run time to spread work over threads) and of the thread count:
+    with ``R`` = NR for B (MR for A), ``XP`` = the extent rounded up to ``R``, and
+    ``KC = min(tiles.kc, max(K, 1))`` from ``default_tiles(plan)`` (``gemm_tiles`` on the
+    static sizes, so ``generate`` and ``prepack`` agree on one machine):
+    for each batch point of the batch axes the operand varies over (outer to inner), for each
+    K block ``[pc, pc + kcur)``, ``XP / R`` panels of ``kcur x R`` floats, k-major inside a
+    panel, zero past the extent. ``K * XP`` floats per batch point; an NC (MC) block starting
+    at column (row) ``j`` of K block ``pc`` starts at float ``pc * XP + j * kcur``. The
+    micro-kernel's loads are unaligned, so the packed tensor needs no particular alignment.
+    Packing B saves a pass over the weight per call; packing A (a constant left operand, as a
+    1x1 convolution's weight) saves one per NC column block."""
+    names = [b.name for b in kernel.inputs]
+    if plan.a == plan.b:
+        return {}
+    m, n, _, _ = _extents(plan)
+    out: dict[int, str] = {}
+    for which, buf, ext, off, s_k, s_x, col in (("b", plan.b, n, plan.b_off, plan.b_k, plan.b_n, 3),
+                                               ("a", plan.a, m, plan.a_off, plan.a_k, plan.a_m, 2)):
+        if buf not in names or names.index(buf) not in constant_inputs:
+            continue
+        batch = [e for b in plan.batch if b[col] != 0 for e in (b[1], b[col])]
+        if _static(ext, plan.k, off, s_k, s_x, *batch):
+            out[names.index(buf)] = which
+    return out
+
+
+@dataclass(frozen=True)
+class PackLayout:
+    """Turns an operand's constant buffer (any shape, read flat) into its packed layout
+    [Note: GEMM prepacked operands]: a contiguous 1-D float32 tensor."""
+    ext: int        # N for B, M for A
+    k: int
+    kc: int         # the kernel's KC
+    r: int          # NR for B, MR for A
+    off: int
+    s_k: int
+    s_x: int
+    batch: tuple[tuple[int, int], ...]  # (size, stride) of the batch axes the operand varies over
+
+    def numel(self) -> int:
+        xp = -(-self.ext // self.r) * self.r
+        return math.prod(n for n, _ in self.batch) * self.k * xp
+
+    def __call__(self, tensor: Any) -> Any:
+        import torch
+        flat = tensor.detach().contiguous().reshape(-1).to(torch.float32)
+        nq = -(-self.ext // self.r)
+        base = torch.zeros(1, dtype=torch.int64)
+        for n, s in self.batch:
+            base = (base[:, None] + torch.arange(n, dtype=torch.int64)[None, :] * s).reshape(-1)
+        base = base + self.off
+        x = torch.arange(nq * self.r, dtype=torch.int64).reshape(nq, 1, self.r)
+        valid = (x < self.ext)
+        parts = []
+        for pc in range(0, self.k, self.kc):
+            kk = torch.arange(pc, min(pc + self.kc, self.k), dtype=torch.int64).reshape(1, -1, 1)
+            idx = base.reshape(-1, 1, 1, 1) + kk * self.s_k + x * self.s_x
+            ok = valid.expand(nq, kk.shape[1], self.r)
+            ok = ok.unsqueeze(0).expand_as(idx)
+            vals = flat[torch.where(ok, idx, torch.zeros_like(idx))]
+            parts.append(torch.where(ok, vals, torch.zeros((), dtype=torch.float32)).reshape(base.numel(), -1))
+        if not parts:
+            return torch.zeros(1, dtype=torch.float32)
+        return torch.cat(parts, dim=1).reshape(-1).contiguous()
+
+
+def pack_layouts(kernel: Kernel, plan: GemmPlan, constant_inputs: Collection[int],
+                 tiles: Tiles | None = None) -> dict[int, PackLayout]:
+    """The layout of each input ``gemm_function(.., constant_inputs)`` reads packed."""
+    ops = packed_operands(kernel, plan, constant_inputs)
+    if not ops:
+        return {}
+    t = tiles or default_tiles(plan)
+    m, n, _, _ = _extents(plan)
+    k = int(plan.k)
+    kc = t.kc if k >= t.kc else max(k, 1)
+    out = {}
+    for pos, which in ops.items():
+        if which == "b":
+            ext, off, s_k, s_x, r, col = n, plan.b_off, plan.b_k, plan.b_n, t.nr, 3
+        else:
+            ext, off, s_k, s_x, r, col = m, plan.a_off, plan.a_k, plan.a_m, t.mr, 2
+        batch = tuple((int(b[1]), int(b[col])) for b in plan.batch if b[col] != 0)
+        out[pos] = PackLayout(int(ext), k, kc, r, int(off), int(s_k), int(s_x), batch)
+    return out
 
 
 def _split(var: str, axes: tuple[tuple[str, sympy.Expr], ...]) -> dict[str, str]:
@@ -491,11 +598,15 @@ def _split(var: str, axes: tuple[tuple[str, sympy.Expr], ...]) -> dict[str, str]
 
 
 def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilogue,
-                  tiles: Tiles | None = None, threads: int | None = None) -> str:
+                  tiles: Tiles | None = None, threads: int | None = None,
+                  constant_inputs: Collection[int] = frozenset()) -> str:
     """The C function of a GEMM-form template kernel [Note: C GEMM template]; it uses at most
-    ``gemm_scratch(plan, tiles, threads)`` bytes of ``scratch``."""
+    ``gemm_scratch(plan, tiles, threads, prepacked)`` bytes of ``scratch``. The inputs
+    ``packed_operands(kernel, plan, constant_inputs)`` names arrive packed
+    [Note: GEMM prepacked operands] (``pack_layouts`` with the same tiles packs them)."""
     names = buffer_params(kernel)
     t = tiles or default_tiles(plan)
+    pre = set(packed_operands(kernel, plan, constant_inputs).values())
     tag = f"{t.mr}x{t.nr}w{t.width}"
     mr, nr = t.mr, t.nr
     m, n, nb, b_varies = _extents(plan)
@@ -508,11 +619,42 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
         sp = _split(var, tuple((b[0], b[1]) for b in plan.batch))
         return [f"{ind}const int64_t b_{b[0]} = {sp[b[0]]};" for b in plan.batch]
 
+    def packed_batch(col: int) -> str:
+        """The flat index of the batch point over the batch axes an operand varies over."""
+        e = "0"
+        for b in plan.batch:
+            if b[col] != 0:
+                e = f"({e}) * {c_index(b[1])} + b_{b[0]}"
+        return e
+
     def offset(which: int) -> str:
         terms = [c_index(plan.a_off if which == 0 else plan.b_off)]
         terms += [f"b_{b[0]} * ({c_index(b[2 + which])})" for b in plan.batch if b[2 + which] != 0]
         return " + ".join(terms)
 
+    pack_b = [
+        f"    const int64_t NBB = {'NB' if b_varies else '1'};",
+        "    float *EFFC_RESTRICT PB = (float *)scratch;",
+        "    const int64_t PB_BYTES = effc_align64(NBB * (K > 0 ? K : 1) * NP * 4);",
+        "    const int64_t NQ = NP / " + str(nr) + ";",
+        "    #pragma omp parallel num_threads(NT)",
+        "    {",
+        "        #pragma omp for schedule(static)",
+        "        for (int64_t T = 0; T < NBB * NQ; T++) {",
+        "            const int64_t BT = T / NQ, Q = T % NQ;",
+        *batch_vars("            ", "BT"),
+        f"            const float *SRC = {names[plan.b]} + {offset(1)} + Q * {nr} * B_N;",
+        f"            const int64_t NV = N - Q * {nr} < {nr} ? N - Q * {nr} : {nr};",
+        "            for (int64_t KB = 0; KB < NKB; KB++) {",
+        "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
+        f"                effc_gemm_pack_b_{tag}(SRC + PC * B_K, B_K, B_N, KCUR, NV, PB + BT * K * NP + PC * NP + Q * KCUR * {nr});",
+        "            }",
+        "        }",
+    ]
+    if "b" in pre:
+        pbb = f"PB + ({packed_batch(3)}) * K * NP"
+    else:
+        pbb = f"PB + {'BT' if b_varies else '0'} * K * NP"
     L = [f"{kernel_signature(kernel)} {{", *size_decls(kernel, symbols),
          f"    const int64_t M = {c_index(m)}, N = {c_index(n)}, K = {c_index(plan.k)}, NB = {c_index(nb)};",
          f"    const int64_t A_M = {c_index(plan.a_m)}, A_K = {c_index(plan.a_k)};",
@@ -522,6 +664,8 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
          "    const int64_t NKB = K > 0 ? (K + KC - 1) / KC : 1;",
          f"    const int64_t NP = (N + {nr - 1}) / {nr} * {nr};",
          f"    const int NT = effc_team({threads or effc_threads()});",
+         f"    const int64_t MPA = (M + {mr - 1}) / {mr} * {mr};",
+         "    (void)MPA; (void)A_M; (void)A_K;",
          # Tiles no larger than the problem; then split until every thread has work.
          f"    int64_t MC = {t.mc} < M ? {t.mc} : (M + {mr - 1}) / {mr} * {mr};",
          f"    int64_t NC = {t.nc} < NP ? {t.nc} : NP;",
@@ -539,39 +683,27 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
          "            NJC = (N + NC - 1) / NC;",
          "        }",
          "    }",
-         f"    const int64_t NBB = {'NB' if b_varies else '1'};",
-         "    float *EFFC_RESTRICT PB = (float *)scratch;",
-         "    const int64_t PB_BYTES = effc_align64(NBB * (K > 0 ? K : 1) * NP * 4);",
-         "    const int64_t NQ = NP / " + str(nr) + ";",
-         "    #pragma omp parallel num_threads(NT)",
-         "    {",
-         "        #pragma omp for schedule(static)",
-         "        for (int64_t T = 0; T < NBB * NQ; T++) {",
-         "            const int64_t BT = T / NQ, Q = T % NQ;",
-         *batch_vars("            ", "BT"),
-         f"            const float *SRC = {names[plan.b]} + {offset(1)} + Q * {nr} * B_N;",
-         f"            const int64_t NV = N - Q * {nr} < {nr} ? N - Q * {nr} : {nr};",
-         "            for (int64_t KB = 0; KB < NKB; KB++) {",
-         "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
-         f"                effc_gemm_pack_b_{tag}(SRC + PC * B_K, B_K, B_N, KCUR, NV, PB + BT * K * NP + PC * NP + Q * KCUR * {nr});",
-         "            }",
-         "        }",
+         *(pack_b if "b" not in pre else
+           [f"    const float *EFFC_RESTRICT PB = {names[plan.b]};", "    const int64_t PB_BYTES = 0;",
+            "    (void)B_K; (void)B_N;", "    #pragma omp parallel num_threads(NT)", "    {"]),
          "        const int64_t LDC = (NC + " + str(nr - 1) + ") / " + str(nr) + " * " + str(nr) + ";",
-         f"        const int64_t PA_BYTES = effc_align64((MC + {mr - 1}) / {mr} * {mr} * KC * 4);",
+         f"        const int64_t PA_BYTES = {0 if 'a' in pre else f'effc_align64((MC + {mr - 1}) / {mr} * {mr} * KC * 4)'};",
          f"        const int64_t CT_BYTES = effc_align64((MC + {mr - 1}) / {mr} * {mr} * LDC * 4);",
          "        unsigned char *MINE = scratch + PB_BYTES + (int64_t)effc_thread_id() * (PA_BYTES + CT_BYTES);",
-         "        float *EFFC_RESTRICT PA = (float *)MINE;",
+         *([] if "a" in pre else ["        float *EFFC_RESTRICT PA = (float *)MINE;"]),
          "        float *EFFC_RESTRICT CT = (float *)(MINE + PA_BYTES);",
          "        #pragma omp for schedule(static)",
          "        for (int64_t T = 0; T < NB * NIC * NJC; T++) {",
          "            const int64_t BT = T / (NIC * NJC), IC = (T / NJC) % NIC * MC, JC = T % NJC * NC;",
          "            const int64_t MCUR = M - IC < MC ? M - IC : MC, NCUR = N - JC < NC ? N - JC : NC;",
          *batch_vars("            ", "BT"),
-         f"            const float *ASRC = {names[plan.a]} + {offset(0)} + IC * A_M;",
-         f"            const float *PBB = PB + {'BT' if b_varies else '0'} * K * NP;",
+         (f"            const float *ASRC = {names[plan.a]} + {offset(0)} + IC * A_M;" if "a" not in pre else
+          f"            const float *PAB = {names[plan.a]} + ({packed_batch(2)}) * K * MPA;"),
+         f"            const float *PBB = {pbb};",
          "            for (int64_t KB = 0; KB < NKB; KB++) {",
          "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
-         f"                effc_gemm_pack_a_{tag}(ASRC + PC * A_K, A_M, A_K, MCUR, KCUR, PA);",
+         (f"                effc_gemm_pack_a_{tag}(ASRC + PC * A_K, A_M, A_K, MCUR, KCUR, PA);" if "a" not in pre else
+          "                const float *EFFC_RESTRICT PA = PAB + PC * MPA + IC * KCUR;"),
          f"                for (int64_t JR = 0; JR < NCUR; JR += {nr}) {{",
          f"                    for (int64_t IR = 0; IR < MCUR; IR += {mr}) {{",
          f"                        float *EFFC_RESTRICT CP = CT + IR * LDC + JR;",

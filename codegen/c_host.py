@@ -17,9 +17,10 @@ planned arena, so a call crosses from Python into C once.
   do not cover) is run by ``callback(ctx, step)``, which writes its outputs into their arena
   slots and returns 0; the program then resumes. A non-zero return stops the run and is
   returned. ``step`` is the node's index in ``graph.nodes``.
-- Outputs stay in the arena (or are inputs or weights, or views of them): in process the
-  caller reads them at the offsets the plan gives (``outputs`` is NULL); a standalone caller
-  passes ``outputs`` and each is copied there at the end.
+- ``outputs``: the caller's buffers for the graph outputs. An arena buffer that holds an
+  output is placed there instead (``direct_outputs``): its kernel writes the result where the
+  caller wants it. Outputs that are inputs, weights, views of them or share a buffer are
+  copied there at the end.
 
 No name from the model reaches the source: values are ``p<n>``, sizes ``sizes[k]``, and kernel
 functions ``c_abi.c_name`` of the kernel names the fusion pass chose.
@@ -122,18 +123,36 @@ class HostProgram:
     arena_bytes: sympy.Expr          # the whole arena: scratch_offset + scratch_bytes
 
 
+def direct_outputs(graph: Graph, plan: Any) -> dict[int, int]:
+    """Arena buffers (by index) that the host places in the caller's output buffer instead
+    (buffer -> output number): those holding a graph output at its full size, one output per
+    buffer. The kernel that makes such an output writes it where the caller wants it, and no
+    copy is needed."""
+    direct: dict[int, int] = {}
+    for k, v in enumerate(graph.outputs):
+        b = plan.buffer_of(v)
+        if b is not None and b.index not in direct and sympy.simplify(value_bytes(v) - value_bytes(b.value)) == 0:
+            direct[b.index] = k
+    return direct
+
+
 def host_source(graph: Graph, plan: Any, kernels: Mapping[int, Kernel],
-                symbols: Sequence[sympy.Symbol], scratch: sympy.Expr) -> HostProgram:
+                symbols: Sequence[sympy.Symbol], scratch: sympy.Expr,
+                packed: Mapping[tuple[int, int], str] | None = None) -> HostProgram:
     """The ``effc_run`` function for ``graph`` laid out by ``plan``; ``kernels`` maps a node's
     index to the kernel IR whose C function (``c_name(kernel.name)``) runs it; every other
     non-constant node that is not a view becomes a callback. ``scratch``: the bytes the
     kernels need as working memory (``c_templates.program_scratch``), placed after the plan's
-    buffers."""
+    buffers. ``packed``: (node index, input position) -> the name of a weight to pass there
+    instead (a constant repacked at compile time for its kernel); these names follow the
+    graph's constants in ``weight_names``."""
     pr = SizePrinter(symbols)
     scratch = sympy.sympify(scratch)
     at = align64(plan.arena)
     ptr: dict[Value, str] = {}
     weights: list[str] = []
+    direct = direct_outputs(graph, plan)
+    extra = list(dict.fromkeys((packed or {}).values()))
     lines = ["int effc_run(const void *const *inputs, const void *const *weights, unsigned char *arena,",
              "             void *const *outputs, const int64_t *sizes, effc_callback callback, void *ctx) {",
              "    (void)sizes; (void)callback; (void)ctx; (void)weights; (void)inputs; (void)arena;"]
@@ -148,6 +167,7 @@ def host_source(graph: Graph, plan: Any, kernels: Mapping[int, Kernel],
     lines.append("    (void)scratch;")
     body: list[str] = []
     callbacks: list[int] = []
+    n_constants = sum(1 for n in graph.nodes if n.op is Op.CONSTANT)
     for i, node in enumerate(graph.nodes):
         if node.op is Op.CONSTANT:
             ptr[node.output] = f"((void *)weights[{len(weights)}])"
@@ -156,7 +176,9 @@ def host_source(graph: Graph, plan: Any, kernels: Mapping[int, Kernel],
         view = node.op in VIEW_OPS or (node.op is Op.KERNEL and node.attrs["kind"] == "view")
         for v in node.outputs:
             buf = plan.buffer_of(v)
-            if buf is not None:
+            if buf is not None and buf.index in direct:
+                ptr[v] = f"((void *)outputs[{direct[buf.index]}])"
+            elif buf is not None:
                 ptr[v] = f"((void *)(arena + off{buf.index}))"
             elif view:
                 ptr[v] = ptr[node.inputs[0]]
@@ -169,13 +191,16 @@ def host_source(graph: Graph, plan: Any, kernels: Mapping[int, Kernel],
             callbacks.append(i)
             body.append(f"    {{ int rc = callback(ctx, {i}); if (rc) return rc; }}")
             continue
-        args = [f"(const {c_type(b.dtype)} *){ptr[v]}" for b, v in zip(kernel.inputs, node.inputs)]
+        given = [ptr[v] if (i, j) not in (packed or {}) else
+                 f"((void *)weights[{n_constants + extra.index(packed[(i, j)])}])"   # type: ignore[index]
+                 for j, v in enumerate(node.inputs)]
+        args = [f"(const {c_type(b.dtype)} *){p}" for b, p in zip(kernel.inputs, given)]
         args += [f"({c_type(b.dtype)} *){ptr[v]}" for b, v in zip(kernel.outputs, node.outputs)]
         body.append(f"    {c_name(kernel.name)}({', '.join(args + ['sizes', 'scratch'])});")
-    body.append("    if (outputs) {")
-    for k, v in enumerate(graph.outputs):
-        body.append(f"        memcpy(outputs[{k}], {ptr[v]}, (size_t)({pr.doprint(value_bytes(v))}));")
-    body.append("    }")
+    placed = set(direct.values())
+    for k, v in enumerate(graph.outputs):   # outputs that are inputs, weights or shared storage
+        if k not in placed:
+            body.append(f"    memmove(outputs[{k}], {ptr[v]}, (size_t)({pr.doprint(value_bytes(v))}));")
     lines += body + ["    return 0;", "}"]
-    return HostProgram(HOST_PRELUDE + "\n" + "\n".join(lines) + "\n", tuple(weights), tuple(callbacks),
-                       at, scratch, at + scratch)
+    return HostProgram(HOST_PRELUDE + "\n" + "\n".join(lines) + "\n", tuple(weights + extra),
+                       tuple(callbacks), at, scratch, at + scratch)

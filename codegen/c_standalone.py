@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import sympy
 import torch
@@ -26,8 +26,7 @@ from effc.errors import UserError
 from effc.ir import Graph
 
 from .c_abi import PRELUDE
-from .c_host import SizePrinter, host_source, value_bytes
-from .c_templates import program_scratch
+from .c_host import HostProgram, SizePrinter, value_bytes
 
 ALIGN = 64
 
@@ -41,13 +40,13 @@ class Standalone:
     files: dict[str, bytes]
 
 
-def _weights_blob(graph: Graph, names: Sequence[str]) -> tuple[bytes, list[int]]:
+def _weights_blob(tensors: Sequence[torch.Tensor]) -> tuple[bytes, list[int]]:
     blob = bytearray()
     offsets = []
-    for n in names:
+    for t in tensors:
         blob += b"\0" * (-len(blob) % ALIGN)
         offsets.append(len(blob))
-        t = graph.constants[n].contiguous()
+        t = t.contiguous()
         blob += t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
     if sys.byteorder != "little":
         raise StandaloneError("weights are written little-endian; this host is big-endian")
@@ -58,17 +57,18 @@ def _c_string(text: str) -> str:
     return "".join(c if c.isalnum() or c in " _-.,:;()[]=+*/<>" else "?" for c in text)
 
 
-def export(graph: Graph, plan: Any, kernels: dict[int, Any], sources: Sequence[str],
-           symbols: Sequence[sympy.Symbol], missing: dict[str, str], *, model_name: str,
-           embed_weights: bool = False) -> Standalone:
-    """The files of the library. ``kernels``/``sources``: the generated kernels (by node
-    index) and their C functions; ``missing``: steps with no C function (must be empty)."""
+def export(graph: Graph, plan: Any, host: HostProgram, sources: Sequence[str],
+           symbols: Sequence[sympy.Symbol], weights: Mapping[str, torch.Tensor],
+           missing: Mapping[str, str], *, model_name: str, embed_weights: bool = False) -> Standalone:
+    """The files of the library: the generated kernels' ``sources`` and the ``host`` program
+    (as the C backend built them, so the library computes what was tested in process), and
+    ``weights`` by the host's weight names; ``missing``: steps with no C function (must be
+    empty)."""
     if missing:
         raise StandaloneError("a standalone library runs only generated kernels; these have none: "
                               + "; ".join(f"{k} ({why})" for k, why in missing.items()))
-    host = host_source(graph, plan, kernels, symbols, program_scratch(kernels.values()))
     pr = SizePrinter(symbols)
-    blob, offsets = _weights_blob(graph, host.weight_names)
+    blob, offsets = _weights_blob([weights[n] for n in host.weight_names])
     ins, outs = graph.inputs, graph.outputs
     size_doc = "\n".join(f" *   sizes[{k}] = {_c_string(str(s))}" for k, s in enumerate(symbols)) or " *   (none: every size is fixed)"
     io_doc = "\n".join([f" *   input {k}: {v.type.dtype.value}[{', '.join(map(str, v.type.shape))}]" for k, v in enumerate(ins)]

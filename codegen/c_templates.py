@@ -1,7 +1,9 @@
 """C for template kernels (matmul, linear, batched matmul, convolution): which routine a
 ``Template`` gets, and the direct loop every other template falls back to.
 
-    template_function(kernel, symbols, epilogue) -> "void effc_k0(const float *restrict a0, ...) {...}"
+    template_function(kernel, symbols, epilogue, constant_inputs=frozenset())
+        -> "void effc_k0(const float *restrict a0, ...) {...}"
+    prepack(kernel, constant_inputs) -> {input position: fn(constant tensor) -> packed tensor}
 
 - float32 templates whose operands are affine and unmasked (matmul, addmm, linear with its
   transposed weight, batched matmul with broadcast batches, 1x1 stride-1 convolutions, a
@@ -12,6 +14,16 @@
   GEMM template with B packed straight from the input window (c_conv.py);
 - everything else (float64, f16/bf16, indices the analyses do not recognise) runs one
   direct loop nest per output point: correct for every template, fast for none.
+
+``constant_inputs`` are positions in ``kernel.inputs`` whose buffers are compile-time
+constants (weights). A GEMM whose B (or A) operand is one of them, with a static layout,
+reads that input already packed into the panels its loops walk and packs nothing at run time
+[Note: GEMM prepacked operands]; ``prepack(kernel, constant_inputs)`` gives, for each input
+the function expects packed, the torch function that packs the constant once. Whoever calls
+``template_function`` (or ``codegen.c.generate``) with ``constant_inputs`` must pass the
+packed tensors for exactly the positions ``prepack`` returns, and size scratch with
+``scratch_bytes(kernel, constant_inputs)`` (smaller: no packed B). Both choose their tiles
+from the kernel alone (``gemm_tiles`` on its static sizes), so they agree on one machine.
 
 ``epilogue(axis_exprs, indent)`` is the caller's: C statements that read the float ``acc``
 this code declares and fills, and store the kernel's outputs for the output point whose
@@ -41,7 +53,7 @@ need among its kernels, serves them all (c_host.py puts it at the arena's tail).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import sympy
 
@@ -49,21 +61,40 @@ from effc.ir.kernel import Kernel
 
 from .c_abi import buffer_params, kernel_signature
 from .c_conv import conv_function, conv_scratch
-from .c_gemm import Epilogue, c_index, gemm_function, gemm_plan, gemm_scratch, size_decls
+from .c_gemm import (Epilogue, c_index, gemm_function, gemm_plan, gemm_scratch, pack_layouts, packed_operands,
+                     size_decls)
 
 __all__ = ["template_function", "direct_function", "store_acc_epilogue", "scratch_bytes",
-           "program_scratch", "Epilogue"]
+           "program_scratch", "prepack", "Epilogue"]
 
 
-def scratch_bytes(kernel: Kernel) -> sympy.Expr:
-    """Bytes of ``scratch`` the C function of ``kernel`` needs [Note: C template scratch]: a
-    formula in the size symbols, 0 for kernels that are not templates or need none."""
+def prepack(kernel: Kernel, constant_inputs: Collection[int] = frozenset()
+            ) -> dict[int, Callable[[Any], Any]]:
+    """For each input position whose buffer ``template_function(kernel, ..,
+    constant_inputs=constant_inputs)`` expects packed [Note: GEMM prepacked operands], the
+    function from the original constant tensor (the buffer's contents, any shape, read flat
+    in row-major order) to the packed one: a contiguous 1-D float32 torch tensor. Empty for
+    kernels that pack nothing (no template, not GEMM-form, no constant operand, dynamic
+    shapes)."""
+    t = kernel.template
+    if t is None or t.op not in ("matmul", "conv") or not constant_inputs:
+        return {}
+    plan = gemm_plan(kernel)
+    if plan is None:
+        return {}
+    return dict(pack_layouts(kernel, plan, frozenset(constant_inputs)))
+
+
+def scratch_bytes(kernel: Kernel, constant_inputs: Collection[int] = frozenset()) -> sympy.Expr:
+    """Bytes of ``scratch`` the C function of ``kernel`` (generated with ``constant_inputs``)
+    needs [Note: C template scratch]: a formula in the size symbols, 0 for kernels that are
+    not templates or need none."""
     t = kernel.template
     if t is None or t.op not in ("matmul", "conv"):
         return sympy.Integer(0)
     plan = gemm_plan(kernel)
     if plan is not None:
-        return gemm_scratch(plan)
+        return gemm_scratch(plan, prepacked=packed_operands(kernel, plan, frozenset(constant_inputs)).values())
     if t.op == "conv":
         need = conv_scratch(kernel)
         if need is not None:
@@ -71,9 +102,13 @@ def scratch_bytes(kernel: Kernel) -> sympy.Expr:
     return sympy.Integer(0)
 
 
-def program_scratch(kernels: Iterable[Kernel]) -> sympy.Expr:
-    """The scratch one program needs: the largest of its kernels' (they run one at a time)."""
-    needs = list(dict.fromkeys(scratch_bytes(k) for k in kernels))
+def program_scratch(kernels: Iterable[Kernel], constant_inputs: Mapping[str, Collection[int]] | None = None
+                    ) -> sympy.Expr:
+    """The scratch one program needs: the largest of its kernels' (they run one at a time);
+    ``constant_inputs`` maps a kernel's name to the constant input positions it was generated
+    with."""
+    ci = constant_inputs or {}
+    needs = list(dict.fromkeys(scratch_bytes(k, ci.get(k.name, frozenset())) for k in kernels))
     numbers = [int(n) for n in needs if n.is_number]
     rest = [n for n in needs if not n.is_number]
     if numbers:
@@ -83,14 +118,16 @@ def program_scratch(kernels: Iterable[Kernel]) -> sympy.Expr:
     return rest[0] if len(rest) == 1 else sympy.Max(*rest, evaluate=False)
 
 
-def template_function(kernel: Kernel, symbols: Any, epilogue: Epilogue) -> str:
-    """The C source (helpers, then the ABI function) of a matmul or conv template kernel."""
+def template_function(kernel: Kernel, symbols: Any, epilogue: Epilogue,
+                      constant_inputs: Collection[int] = frozenset()) -> str:
+    """The C source (helpers, then the ABI function) of a matmul or conv template kernel; the
+    inputs ``prepack(kernel, constant_inputs)`` names are read packed."""
     t = kernel.template
     if t is None or t.op not in ("matmul", "conv"):
         raise ValueError(f"kernel {kernel.name} has no matmul or conv template")
     plan = gemm_plan(kernel)
     if plan is not None:
-        return gemm_function(kernel, plan, symbols, epilogue)
+        return gemm_function(kernel, plan, symbols, epilogue, constant_inputs=frozenset(constant_inputs))
     if t.op == "conv":
         src = conv_function(kernel, symbols, epilogue)
         if src is not None:

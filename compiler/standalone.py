@@ -27,7 +27,8 @@ def write_standalone(model_path: Path, out: Path, options: Options, *, embed_wei
     model = compile_onnx(model_path, options)
     program = model.program.program
     plan = next(p.data["plan"] for p in model.report.passes if p.name == "plan_memory")
-    lib = export(model.graph, plan, program.kernels, program.kernel_sources, program.symbols,
+    weights = {**model.graph.constants, **program.packed}
+    lib = export(model.graph, plan, program.host, program.kernel_sources, program.symbols, weights,
                  program.fallbacks, model_name=model_path.name, embed_weights=embed_weights)
     with artifact.staging(out, force) as tmp:
         for name, data in lib.files.items():

@@ -12,6 +12,7 @@ env)`` matches ``ReferenceProgram.run``.
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Any, Sequence
 
 import sympy
@@ -19,10 +20,11 @@ import torch
 
 from effc.backends.reference.arena import ArenaProgram
 from effc.backends.reference.program import _describe
+from effc.backends.symeval import SymbolicAttrs
 from effc.codegen.c import generate
 from effc.codegen.c_abi import PRELUDE, symbol_order
-from effc.codegen.c_host import host_source
-from effc.codegen.c_templates import program_scratch
+from effc.codegen.c_host import direct_outputs, host_source
+from effc.codegen.c_templates import prepack, program_scratch
 from effc.errors import CompileError
 from effc.ir import Graph, Op
 from effc.ir.kernel import Kernel, LoweringError
@@ -53,14 +55,19 @@ class CProgram(ArenaProgram):
         sources: list[str] = []
         # kernels run by the Python callback (name: why), for the explain record
         self.fallbacks: dict[str, str] = {}
+        self.packed: dict[str, torch.Tensor] = {}          # repacked weights, by host weight name
+        packed_at: dict[tuple[int, int], str] = {}
+        constants_of: dict[str, frozenset[int]] = {}
         for i, node in enumerate(graph.nodes):
             if node.op is not Op.KERNEL or node.attrs["kind"] == "view":
                 if node.op not in (Op.CONSTANT, Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE, Op.KERNEL):
                     self.fallbacks[f"%{i} {node.op}"] = "not in a kernel (fusion disabled?)"
                 continue
+            consts = frozenset(j for j, v in enumerate(node.inputs)
+                               if v.node is not None and v.node.op is Op.CONSTANT)
             try:
                 k = lower(node)
-                src = generate(k, self.symbols, inplace_buffers(node, k, plan))
+                src = generate(k, self.symbols, inplace_buffers(node, k, plan), constant_inputs=consts)
                 assert src is not None, "view kernels are aliased, not generated"
                 sources.append(src)
             except (LoweringError, NotImplementedError) as e:
@@ -68,8 +75,15 @@ class CProgram(ArenaProgram):
                 self.fallbacks[f"{node.attrs['name']} {node.attrs['kind']}[{ops}]"] = str(e)
                 continue
             kernels[i] = k
+            constants_of[k.name] = consts
+            # constant operands the kernel reads in a layout of its own, made once here
+            for j, pack in prepack(k, consts).items():
+                name = f"{node.inputs[j].node.attrs['name']}@{k.name}"
+                self.packed[name] = pack(graph.constant(node.inputs[j].node))
+                packed_at[(i, j)] = name
         self.kernels, self.kernel_sources = kernels, sources
-        host = host_source(graph, plan, kernels, self.symbols, program_scratch(kernels.values()))
+        host = host_source(graph, plan, kernels, self.symbols, program_scratch(kernels.values(), constants_of), packed_at)
+        self.host = host
         self.weight_names = host.weight_names
         # the kernels' scratch after the plan's buffers [Note: C template scratch]
         self.scratch_bytes = host.scratch_bytes
@@ -82,22 +96,37 @@ class CProgram(ArenaProgram):
                               ctypes.c_void_p, CALLBACK, ctypes.c_void_p]
         self._step_of = {id(s.node): k for k, s in enumerate(self.steps)}
         self._index = {i: self._step_of[id(n)] for i, n in enumerate(graph.nodes) if id(n) in self._step_of}
-        self._weights = [graph.constants[n].contiguous() for n in self.weight_names]
+        self._weights = [(graph.constants[n] if n in graph.constants else self.packed[n]).contiguous()
+                         for n in self.weight_names]
         self._weight_ptrs = (ctypes.c_void_p * max(1, len(self._weights)))(
             *[w.data_ptr() for w in self._weights])
+        self._direct = direct_outputs(graph, plan)      # arena buffer -> graph output it is
+        self._out_shapes = [SymbolicAttrs(v.type.shape) for v in graph.outputs]
+        self._arena: torch.Tensor | None = None         # reused across calls: no page faults
+        self._lock = threading.Lock()
 
     def run(self, inputs: Sequence[torch.Tensor], env: dict[sympy.Symbol, int]) -> list[torch.Tensor]:
         inputs = [t.contiguous() for t in inputs]
         for t, v in zip(inputs, self.graph.inputs):
             if t.dtype != v.type.dtype.to_torch():
                 raise CompileError(f"input {v.name} is {t.dtype}; the program was compiled for {v.type.dtype}")
+        with self._lock:   # one arena per program: calls from several threads take turns
+            return self._run_locked(inputs, env)
+
+    def _arena_of(self, total: int) -> torch.Tensor:
+        if self._arena is None or self._arena.numel() < total:
+            raw = torch.empty(total + 64, dtype=torch.uint8)
+            shift = (-raw.data_ptr()) % 64          # 64-byte alignment for vector loads
+            self._arena = raw[shift:shift + total]
+        return self._arena
+
+    def _run_locked(self, inputs: Sequence[torch.Tensor], env: dict[sympy.Symbol, int]) -> list[torch.Tensor]:
         layout = self.plan.evaluate(env)
         offsets = layout["offsets"]
-        total = max(64, -(-layout["arena"] // 64) * 64 + self._scratch(env))
-        arena = torch.empty(total + 64, dtype=torch.uint8)
-        shift = (-arena.data_ptr()) % 64          # 64-byte alignment for vector loads
-        arena = arena[shift:shift + total]
-        vals = self._bind(inputs, arena, offsets, env)
+        arena = self._arena_of(max(64, -(-layout["arena"] // 64) * 64 + self._scratch(env)))
+        outs = [torch.empty(shape(env), dtype=v.type.dtype.to_torch())
+                for shape, v in zip(self._out_shapes, self.graph.outputs)]
+        vals = self._bind(inputs, arena, offsets, env, outs)
         failure: list[BaseException] = []
 
         def callback(_ctx: Any, node_index: int) -> int:
@@ -110,12 +139,13 @@ class CProgram(ArenaProgram):
 
         in_ptrs = (ctypes.c_void_p * max(1, len(inputs)))(*[t.data_ptr() for t in inputs])
         sizes = (ctypes.c_int64 * max(1, len(self.symbols)))(*[int(env[s]) for s in self.symbols])
-        rc = self._run(in_ptrs, self._weight_ptrs, arena.data_ptr(), None, sizes, CALLBACK(callback), None)
+        out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[t.data_ptr() for t in outs])
+        rc = self._run(in_ptrs, self._weight_ptrs, arena.data_ptr(), out_ptrs, sizes, CALLBACK(callback), None)
         if failure:
             raise failure[0]
         if rc:
             raise CompileError(f"the compiled program stopped with status {rc}")
-        return [vals[s].clone() for s in self.output_slots]
+        return outs
 
     def _scratch(self, env: dict[sympy.Symbol, int]) -> int:
         """The kernels' scratch bytes at ``env``: the host's formula, evaluated exactly once
@@ -129,15 +159,20 @@ class CProgram(ArenaProgram):
         return self._scratch_at[key]
 
     def _bind(self, inputs: Sequence[torch.Tensor], arena: torch.Tensor, offsets: list[int],
-              env: dict[sympy.Symbol, int]) -> list[Any]:
-        """Every value as a tensor: inputs, weights, arena slots, and views of inputs or
-        weights (run here: they are views, nothing is copied)."""
+              env: dict[sympy.Symbol, int], outs: Sequence[torch.Tensor]) -> list[Any]:
+        """Every value as a tensor where the host program keeps it: inputs, weights, arena
+        slots (in the caller's output tensor for a buffer placed there), and views of inputs
+        or weights (run here: they are views, nothing is copied)."""
         vals: list[Any] = [None] * self.nslots
         vals[:len(inputs)] = list(inputs)
         for s, name in self.constant_slots.items():
             vals[s] = self.graph.constants[name]
         for s, slot in self.arena_slots.items():
-            vals[s] = slot.view(arena, offsets, env)
+            k = self._direct.get(slot.buffer)
+            if k is None:
+                vals[s] = slot.view(arena, offsets, env)
+            else:
+                vals[s] = slot.view(outs[k].view(-1).view(torch.uint8), {slot.buffer: 0}, env)
         for step in self.steps:
             if any(vals[s] is None for s in step.outs) and all(vals[a] is not None for a in step.args):
                 out = step.execute([vals[a] for a in step.args], env)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from effc.backends.reference.program import ReferenceProgram
 from effc.codegen.c_abi import PRELUDE, c_name, symbol_order
 from effc.codegen.c_gemm import gemm_plan, gemm_tiles, vector_width
-from effc.codegen.c_templates import direct_function, scratch_bytes, store_acc_epilogue, template_function
+from effc.codegen.c_templates import direct_function, prepack, scratch_bytes, store_acc_epilogue, template_function
 from effc.ir import DType, GraphBuilder, Op, TensorType, Value, size_symbol
 from effc.ir.kernel import Kernel
 from effc.ir.kernel_lower import lower
@@ -42,7 +42,7 @@ class Case:
     """One kernel: its graph body, input shapes, and the sizes its symbols take."""
 
     def __init__(self, name: str, kind: str, fn: Body, types: list[TensorType], shapes: list[tuple[int, ...]],
-                 env: dict[sympy.Symbol, int] | None = None) -> None:
+                 env: dict[sympy.Symbol, int] | None = None, const: frozenset[int] = frozenset()) -> None:
         b = GraphBuilder()
         outs = fn(b, *[b.input(f"a{i}", t) for i, t in enumerate(types)])
         self.body = b.build(outs)
@@ -50,6 +50,7 @@ class Case:
         node = add_kernel(outer, kind, name, [outer.input(f"x{i}", t) for i, t in enumerate(types)], self.body)
         self.kernel: Kernel = lower(node)
         self.shapes, self.env = shapes, env or {}
+        self.const = const  # input positions generated as compile-time constants (prepacked)
 
 
 def _epilogue(k: Kernel) -> Callable[[dict[str, str], str], str]:
@@ -63,10 +64,11 @@ def _epilogue(k: Kernel) -> Callable[[dict[str, str], str], str]:
 CANARY = 256  # bytes past the scratch bound that a kernel must leave alone
 
 
-def scratch_for(kernel: Kernel, env: dict[sympy.Symbol, int]) -> tuple[torch.Tensor, int]:
-    """A 64-byte aligned scratch buffer of ``scratch_bytes(kernel)`` at ``env``, followed by
-    ``CANARY`` bytes of 0xAB; returns it and the bound."""
-    need = int(scratch_bytes(kernel).xreplace({s: sympy.Integer(v) for s, v in env.items()}))
+def scratch_for(kernel: Kernel, env: dict[sympy.Symbol, int], const: frozenset[int] = frozenset()
+                ) -> tuple[torch.Tensor, int]:
+    """A 64-byte aligned scratch buffer of ``scratch_bytes(kernel, const)`` at ``env``, followed
+    by ``CANARY`` bytes of 0xAB; returns it and the bound."""
+    need = int(scratch_bytes(kernel, const).xreplace({s: sympy.Integer(v) for s, v in env.items()}))
     raw = torch.full((need + CANARY + 64,), 0xAB, dtype=torch.uint8)
     shift = (-raw.data_ptr()) % 64
     return raw[shift:shift + need + CANARY], need
@@ -78,7 +80,9 @@ SOURCES: list[str] = []  # every template source the tests built: none may alloc
 def run_cases(cases: list[Case], tmp: Path, source: Callable[[Kernel, list, Callable], str] = template_function,
               rtol: float = 1e-4) -> None:
     symbols = symbol_order([S0])
-    src = PRELUDE + "\n".join(source(c.kernel, symbols, _epilogue(c.kernel)) for c in cases)
+    src = PRELUDE + "\n".join(source(c.kernel, symbols, _epilogue(c.kernel), **({"constant_inputs": c.const}
+                                                                               if c.const else {}))
+                              for c in cases)
     SOURCES.append(src)
     (tmp / "t.c").write_text(src)
     subprocess.run(["cc", "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Werror",
@@ -91,13 +95,25 @@ def run_cases(cases: list[Case], tmp: Path, source: Callable[[Kernel, list, Call
         want = ReferenceProgram(c.body)(*xs)
         got = [torch.full_like(w, float("nan")) for w in want]
         sizes = (ctypes.c_int64 * 1)(*[c.env.get(S0, 0)])
-        scratch, need = scratch_for(c.kernel, c.env)
-        getattr(lib, c_name(c.kernel.name))(*[ctypes.c_void_p(t.data_ptr()) for t in xs + got], sizes,
+        scratch, need = scratch_for(c.kernel, c.env, c.const)
+        args = list(xs)
+        for pos, pack in prepack(c.kernel, c.const).items():
+            args[pos] = _misaligned(pack(xs[pos]))  # the kernel must not assume aligned packed panels
+        getattr(lib, c_name(c.kernel.name))(*[ctypes.c_void_p(t.data_ptr()) for t in args + got], sizes,
                                             ctypes.c_void_p(scratch.data_ptr()))
         assert (scratch[need:] == 0xAB).all(), f"{c.kernel.name} wrote past its {need} scratch bytes"
         for g, w in zip(got, want):
             scale = max(1.0, w.abs().max().item())
             torch.testing.assert_close(g, w, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{c.kernel}\n{m}")
+
+
+def _misaligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` copied to an address 4 bytes past a 64-byte boundary."""
+    raw = torch.empty(t.numel() + 32, dtype=t.dtype)
+    start = ((-raw.data_ptr()) % 64) // 4 + 1
+    out = raw[start:start + t.numel()]
+    out.copy_(t.reshape(-1))
+    return out
 
 
 # -- GEMM-form kernels ------------------------------------------------------------------------
@@ -153,14 +169,102 @@ def test_gemm_blocks_over_k_and_splits_work_past_one_tile(tmp_path: Path) -> Non
 
 
 @settings(max_examples=8)
-@given(st.integers(1, 70), st.integers(1, 70), st.integers(1, 70), st.booleans(), st.integers(0, 2))
+@given(st.integers(1, 70), st.integers(1, 70), st.integers(1, 70), st.booleans(), st.integers(0, 2), st.booleans())
 def test_random_matmul_shapes_match_torch(tmp_path_factory: pytest.TempPathFactory, m: int, n: int, k: int,
-                                          linear: bool, batch: int) -> None:
+                                          linear: bool, batch: int, const: bool) -> None:
     lead = (batch + 1,) if batch else ()
     x, w = f32(*lead, m, k), f32(n, k) if linear else f32(*lead, k, n)
     case = Case("h", "matmul", lambda b, x, w: [b.op(Op.LINEAR if linear else Op.MATMUL, [x, w])],
-                [x, w], [tuple(x.shape), tuple(w.shape)])  # type: ignore[arg-type]
+                [x, w], [tuple(x.shape), tuple(w.shape)], const=frozenset({1}) if const else frozenset())  # type: ignore
     run_cases([case], tmp_path_factory.mktemp("h"))
+
+
+# -- prepacked constant operands ---------------------------------------------------------------
+
+def _pos(kernel: Kernel, which: str) -> int:
+    plan = gemm_plan(kernel)
+    assert plan is not None
+    return [b.name for b in kernel.inputs].index(plan.b if which == "b" else plan.a)
+
+
+def prepacked_cases() -> list[Case]:
+    """GEMMs with a constant operand: linear (the weight read transposed), matmul with a
+    constant right (or left) operand, addmm, batched matmuls with a shared or per-batch constant,
+    a 1x1 convolution's weight, sizes off the tiles, K over several KC blocks, symbolic M."""
+    mm = lambda b, x, w: [b.op(Op.MATMUL, [x, w])]  # noqa: E731
+    cases = [
+        Case("plin", "matmul", _bias_relu(Op.LINEAR), [f32(37, 45), f32(71, 45), f32(71)],
+             [(37, 45), (71, 45), (71,)]),
+        Case("pmm", "matmul", mm, [f32(33, 17), f32(17, 100)], [(33, 17), (17, 100)]),
+        Case("paddmm", "matmul", _bias_relu(Op.ADDMM, beta=0.5, alpha=2.0), [f32(12, 33), f32(33, 257), f32(257)],
+             [(12, 33), (33, 257), (257,)]),
+        Case("plin3d", "matmul", lambda b, x, w: [b.op(Op.LINEAR, [x, w])], [f32(3, 5, 19), f32(40, 19)],
+             [(3, 5, 19), (40, 19)]),
+        Case("pshared", "matmul", mm, [f32(2, 3, 7, 9), f32(9, 35)], [(2, 3, 7, 9), (9, 35)]),
+        Case("pbmm", "matmul", mm, [f32(3, 13, 20), f32(3, 20, 33)], [(3, 13, 20), (3, 20, 33)]),
+        Case("pbcast", "matmul", mm, [f32(2, 3, 11, 8), f32(3, 8, 21)], [(2, 3, 11, 8), (3, 8, 21)]),
+        Case("pbig", "matmul", _bias_relu(Op.LINEAR), [f32(150, 1100), f32(300, 1100), f32(300)],
+             [(150, 1100), (300, 1100), (300,)]),
+        Case("psym", "matmul", _bias_relu(Op.LINEAR), [f32(S0, 40), f32(70, 40), f32(70)],
+             [(37, 40), (70, 40), (70,)], {S0: 37}),
+        Case("pleft", "matmul", mm, [f32(29, 31), f32(31, 50)], [(29, 31), (31, 50)]),
+        conv_case("ppw", 2, 8, 16, (5, 7), (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ]
+    out = []
+    for c in cases:
+        if c.kernel.name == "pleft":  # the left operand is the constant
+            c.const = frozenset({_pos(c.kernel, "a")})
+        elif c.kernel.name == "ppw":  # the weight (input 1) is A of the GEMM
+            c.const = frozenset({1, 2})
+        else:  # the weight, and the bias too (which nothing packs)
+            c.const = frozenset(range(1, len(c.kernel.inputs)))
+        out.append(c)
+    return out
+
+
+def test_prepacked_constant_operands_match_torch(tmp_path: Path) -> None:
+    cases = prepacked_cases()
+    for c in cases:
+        packs = prepack(c.kernel, c.const)
+        which = "a" if c.kernel.name in ("pleft", "ppw") else "b"
+        assert set(packs) == {_pos(c.kernel, which)}, c.kernel.name
+        env = {s: sympy.Integer(v) for s, v in c.env.items()}
+        assert scratch_bytes(c.kernel, c.const).xreplace(env) < scratch_bytes(c.kernel).xreplace(env)
+        src = template_function(c.kernel, symbol_order([S0]), _epilogue(c.kernel), constant_inputs=c.const)
+        if which == "b":
+            assert "effc_gemm_pack_b_" not in src.split(c_name(c.kernel.name))[-1]
+        else:
+            assert "effc_gemm_pack_a_" not in src.split(c_name(c.kernel.name))[-1]
+    big = next(c for c in cases if c.kernel.name == "pbig")
+    assert gemm_tiles(150, 300, 1100).kc < 1100  # several K blocks in the packed layout
+    run_cases(cases, tmp_path)
+    # the same kernels without constants still read their operands as they are
+    for c in cases:
+        c.const = frozenset()
+    (tmp_path / "plain").mkdir()
+    run_cases(cases, tmp_path / "plain")
+    assert prepack(big.kernel, frozenset()) == {}
+
+
+def test_prepack_is_a_permutation_with_zero_padding() -> None:
+    c = Case("perm", "matmul", lambda b, x, w: [b.op(Op.LINEAR, [x, w])], [f32(5, 70), f32(45, 70)],
+             [(5, 70), (45, 70)])
+    (pos, pack), = prepack(c.kernel, {1}).items()
+    w = torch.arange(1, 45 * 70 + 1, dtype=torch.float32).reshape(45, 70)
+    p = pack(w)
+    t = gemm_tiles(5, 45, 70)
+    np_ = -(-45 // t.nr) * t.nr
+    assert p.is_contiguous() and p.numel() == 70 * np_
+    assert sorted(p[p != 0].tolist()) == w.reshape(-1).tolist()
+    # the first K block's first panel: k-major, NR columns of w's rows
+    kc = min(t.kc, 70)
+    first = p[:kc * t.nr].reshape(kc, t.nr)
+    assert torch.equal(first, w[:min(t.nr, 45), :kc].t() if t.nr <= 45 else
+                       torch.nn.functional.pad(w[:, :kc].t(), (0, t.nr - 45)))
+    # dynamic shapes of the constant, or no constant at all: nothing is packed
+    sym = Case("psym2", "matmul", lambda b, x, w: [b.op(Op.MATMUL, [x, w])], [f32(7, S0), f32(S0, 9)],
+               [(7, 4), (4, 9)], {S0: 4})
+    assert prepack(sym.kernel, {1}) == {} and prepack(c.kernel, set()) == {}
 
 
 def test_the_tile_model_keeps_blocks_inside_the_caches() -> None:
