@@ -713,6 +713,8 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
          f"                            const int64_t NV = NCUR - JR < {nr} ? NCUR - JR : {nr};",
          "                            for (int64_t II = 0; II < MV; II++) {",
          "                                const int64_t EM = IC + IR + II;",
+         # each JJ stores its own output element: the epilogue's math (erf, tanh) vectorises
+         "                                #pragma omp simd",
          "                                for (int64_t JJ = 0; JJ < NV; JJ++) {",
          "                                    const int64_t EN = JC + JR + JJ;",
          "                                    const float acc = CP[II * LDC + JJ];",
