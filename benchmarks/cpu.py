@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
-import json
 import os
 import platform
 import statistics
@@ -30,13 +29,13 @@ from typing import Any, Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
 import effc  # noqa: E402
 import models  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 THREADS = 2
 
@@ -192,12 +191,7 @@ def main() -> None:
         result["models"][name] = bench_model(name, args.runs)
     if not args.no_matmul:
         result["matmul"] = bench_matmul(args.runs)
-    out = args.out or os.path.join(RESULTS, f"cpu-{date}-cpu.json")
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write(markdown(result))
-    print(markdown(result))
+    write_results("cpu", result, markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -32,13 +31,13 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
 import effc  # noqa: E402
 import models  # noqa: E402
+from results_io import write_results  # noqa: E402
 from effc.eager_memory import eager_peak_bytes  # noqa: E402
 
 MODELS = ("gpt2-small", "bert-base", "resnet-50", "mobilenetv2")
@@ -194,12 +193,7 @@ def main() -> None:
     if "mobilenetv2" in args.models:
         print("patch search ...", flush=True)
         result["patches"] = patch_search(args.size)
-    out = args.out or os.path.join(RESULTS, f"fusion_memory-{date}-cpu.json")
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write(markdown(result))
-    print(markdown(result))
+    write_results("fusion_memory", result, markdown, args.out)
 
 
 if __name__ == "__main__":

@@ -340,6 +340,9 @@ def _eq(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 # -- which templates are GEMMs ----------------------------------------------------------------
 
+Gather = tuple[sympy.Expr, tuple[tuple[str, sympy.Expr], ...]]
+
+
 @dataclass(frozen=True)
 class GemmPlan:
     """``acc = sum_k A[m, k] * B[k, n]`` per batch point, where ``m`` and ``n`` flatten groups
@@ -357,6 +360,10 @@ class GemmPlan:
     b_n: sympy.Expr
     batch: tuple[tuple[str, sympy.Expr, sympy.Expr, sympy.Expr], ...]  # (axis, size, a stride, b stride)
     fixed: tuple[str, ...]  # size-1 domain axes (always 0)
+    # [Note: GEMM gathered operands] None, or (the operand's flat index, the axes it reads
+    # (name, size), outer to inner): A (B) is gathered into a contiguous scratch panel first.
+    a_gather: Gather | None = None
+    b_gather: Gather | None = None
 
 
 def _group(axes: list[tuple[sympy.Symbol, sympy.Expr]], strides: list[dict[sympy.Symbol, sympy.Expr]]
@@ -376,8 +383,11 @@ def _group(axes: list[tuple[sympy.Symbol, sympy.Expr]], strides: list[dict[sympy
 
 
 def gemm_plan(kernel: Kernel) -> GemmPlan | None:
-    """The GEMM form of a float32 matmul/conv template whose operands are affine in every axis
-    and unmasked (matmul, linear, batched matmul, 1x1 stride-1 convolution), else None."""
+    """The GEMM form of a float32 matmul/conv template whose operands are unmasked (matmul,
+    linear, batched matmul, 1x1 stride-1 convolution), else None. Operands are read through
+    their strides where they are affine in every axis; a matmul operand that is not (views
+    folded into floor/Mod arithmetic, as BERT's head merge) is gathered
+    [Note: GEMM gathered operands]."""
     t = kernel.template
     if t is None or t.op not in ("matmul", "conv") or t.dtype is not DType.F32 or len(t.operands) != 2:
         return None
@@ -392,18 +402,18 @@ def gemm_plan(kernel: Kernel) -> GemmPlan | None:
     red = [(a.symbol, sympy.sympify(a.size)) for a in kernel.reduce if a not in one]
     strides: list[dict[sympy.Symbol, sympy.Expr]] = []
     offs = []
+    gathers: list[Gather | None] = []
     for ix in idx:
-        st: dict[sympy.Symbol, sympy.Expr] = {}
-        for ax, _ in dom + red:
-            s = stride(ix, ax)
-            if s is None or any(a in s.free_symbols for a, _ in dom + red):
+        affine = _affine(ix, dom + red)
+        if affine is None:
+            if t.op != "matmul":
                 return None
-            st[ax] = s
-        off = ix.subs({ax: 0 for ax, _ in dom + red})
-        if not _eq(ix, off + sum((st[ax] * ax for ax, _ in dom + red), sympy.Integer(0))):
-            return None
-        strides.append(st)
-        offs.append(off)
+            affine, g = _gathered(ix, dom + red)
+            gathers.append(g)
+        else:
+            gathers.append(None)
+        strides.append(affine[0])
+        offs.append(affine[1])
     k_axes, (ak, bk) = _group(red, strides)
     if len(k_axes) != len(red):
         return None
@@ -441,7 +451,49 @@ def gemm_plan(kernel: Kernel) -> GemmPlan | None:
     ops = t.operands
     return GemmPlan(ops[ia].buffer, ops[ib].buffer, offs[ia], offs[ib],
                     tuple((ax.name, n) for ax, n in m_axes), tuple((ax.name, n) for ax, n in n_axes),
-                    k, am, (ak, bk)[ia], (ak, bk)[ib], bn, batch, tuple(a.name for a in one if a in kernel.domain))
+                    k, am, (ak, bk)[ia], (ak, bk)[ib], bn, batch, tuple(a.name for a in one if a in kernel.domain),
+                    gathers[ia], gathers[ib])
+
+
+def _affine(ix: sympy.Expr, axes: list[tuple[sympy.Symbol, sympy.Expr]]
+            ) -> tuple[dict[sympy.Symbol, sympy.Expr], sympy.Expr] | None:
+    """(stride per axis, offset) of an index affine in every axis (strides free of axes)."""
+    st: dict[sympy.Symbol, sympy.Expr] = {}
+    for ax, _ in axes:
+        s = stride(ix, ax)
+        if s is None or any(a in s.free_symbols for a, _ in axes):
+            return None
+        st[ax] = s
+    off = ix.subs({ax: 0 for ax, _ in axes})
+    if not _eq(ix, off + sum((st[ax] * ax for ax, _ in axes), sympy.Integer(0))):
+        return None
+    return st, off
+
+
+def _gathered(ix: sympy.Expr, axes: list[tuple[sympy.Symbol, sympy.Expr]]
+              ) -> tuple[tuple[dict[sympy.Symbol, sympy.Expr], sympy.Expr], Gather]:
+    """[Note: GEMM gathered operands] A matmul operand whose index is not affine (a chain of
+    views folded into floor/Mod arithmetic, as BERT's ``permute -> reshape -> permute`` head
+    merge) is first copied, element by element through its index (``c_index``), into a
+    contiguous row-major panel in scratch over the axes its index reads (domain axes, then
+    reduce axes, each in kernel order); the GEMM then reads that panel through its affine
+    strides (offset 0) like any other operand. One extra pass over the operand (``O(M K)``
+    of an ``O(M N K)`` GEMM) buys the packed micro-kernel instead of the direct loop nest.
+    The panels come first in scratch, before the packed B; a gathered operand is never
+    prepacked. Masked operands still take the direct loop. Returns the panel's (strides,
+    offset) and the plan's ``Gather``."""
+    dep = [(ax, n) for ax, n in axes if ax in ix.free_symbols]
+    st: dict[sympy.Symbol, sympy.Expr] = {ax: sympy.Integer(0) for ax, _ in axes}
+    size: sympy.Expr = sympy.Integer(1)
+    for ax, n in reversed(dep):
+        st[ax] = size
+        size = size * n
+    return (st, sympy.Integer(0)), (ix, tuple((ax.name, n) for ax, n in dep))
+
+
+def gather_extent(g: Gather) -> sympy.Expr:
+    """Elements of a gathered operand's panel."""
+    return sympy.prod([n for _, n in g[1]]) if g[1] else sympy.Integer(1)
 
 
 # -- one kernel -------------------------------------------------------------------------------
@@ -470,7 +522,8 @@ def gemm_scratch(plan: GemmPlan, tiles: Tiles | None = None, threads: int | None
                  prepacked: Collection[str] = ()) -> sympy.Expr:
     """Scratch bytes of ``gemm_function(.., tiles)``, a formula in the size symbols: the packed
     B of every batch point that has its own B, then per thread (``effc_threads()``) a packed A
-    block and a C tile, each part rounded up to 64 bytes. The kernel's run-time tiles (MC, NC
+    block and a C tile, each part rounded up to 64 bytes; before them all, the panel of each
+    gathered operand [Note: GEMM gathered operands]. The kernel's run-time tiles (MC, NC
     shrunk to spread work) never exceed the ones here, so this is an upper bound. An operand
     in ``prepacked`` (``"a"``, ``"b"``) arrives packed [Note: GEMM prepacked operands] and
     needs no scratch."""
@@ -482,7 +535,9 @@ def gemm_scratch(plan: GemmPlan, tiles: Tiles | None = None, threads: int | None
     ldc = sympy.Min(t.nc, np_)
     pb = 0 if "b" in prepacked else align64((nb if b_varies else 1) * sympy.Max(plan.k, 1) * np_ * 4)
     pa = 0 if "a" in prepacked else align64(mc * kc * 4)
-    return pb + (threads or effc_threads()) * (pa + align64(mc * ldc * 4))
+    gather = sum((align64(gather_extent(g) * 4) for g in (plan.a_gather, plan.b_gather) if g is not None),
+                 sympy.Integer(0))
+    return gather + pb + (threads or effc_threads()) * (pa + align64(mc * ldc * 4))
 
 
 # -- prepacked constant operands --------------------------------------------------------------
@@ -496,7 +551,8 @@ def packed_operands(kernel: Kernel, plan: GemmPlan, constant_inputs: Collection[
     function of ``kernel`` reads already packed, and as which operand (``"a"`` or ``"b"``):
     an operand whose buffer is a compile-time constant (``constant_inputs``) and whose layout
     is static (its extent, K, offset, strides, and the sizes of the batch axes it varies
-    over are integers). Both operands may be; an operand read twice (``x @ x.T``) is not.
+    over are integers) and it is not gathered [Note: GEMM gathered operands]. Both operands
+    may be; an operand read twice (``x @ x.T``) is not.
 
     The packed layout is the one the kernel's loops read, independent of MC and NC (which the
     kernel shrinks at run time to spread work over threads) and of the thread count:
@@ -519,6 +575,8 @@ def packed_operands(kernel: Kernel, plan: GemmPlan, constant_inputs: Collection[
                                                ("a", plan.a, m, plan.a_off, plan.a_k, plan.a_m, 2)):
         if buf not in names or names.index(buf) not in constant_inputs:
             continue
+        if (plan.b_gather if which == "b" else plan.a_gather) is not None:
+            continue  # read through a run-time gather [Note: GEMM gathered operands]
         batch = [e for b in plan.batch if b[col] != 0 for e in (b[1], b[col])]
         if _static(ext, plan.k, off, s_k, s_x, *batch):
             out[names.index(buf)] = which
@@ -597,6 +655,33 @@ def _split(var: str, axes: tuple[tuple[str, sympy.Expr], ...]) -> dict[str, str]
     return out
 
 
+def _gather_lines(g: Gather, src: str, var: str, at: str) -> list[str]:
+    """C that gathers an operand through its index into the contiguous panel ``var`` at
+    ``at`` (a ``unsigned char *`` expression) and defines ``{var}_END``, the first byte past
+    it (64-byte aligned) [Note: GEMM gathered operands]: OpenMP over the outer axes, the
+    innermost axis a plain loop (its floor/Mod by constants strength-reduced by the compiler)."""
+    ix, axes = g
+    pre = f"g{var[-1].lower()}_"
+    outer, inner = axes[:-1], axes[-1:]
+    names = {name: f"{pre}{name}" for name, _ in axes}
+    n_out = c_index(sympy.prod([n for _, n in outer]) if outer else 1)
+    n_in = c_index(inner[0][1]) if inner else "1"
+    load = f"{src}[{c_index(ix, names)}]"
+    sp = _split("GO", outer) if outer else {}
+    L = [f"    float *EFFC_RESTRICT {var} = (float *){at};",
+         f"    unsigned char *{var}_END = {at} + effc_align64(({n_out}) * ({n_in}) * 4);",
+         "    #pragma omp parallel for num_threads(NT) schedule(static)",
+         f"    for (int64_t GO = 0; GO < {n_out}; GO++) {{",
+         *(f"        const int64_t {names[name]} = {sp[name]};" for name, _ in outer),
+         f"        float *EFFC_RESTRICT GD = {var} + GO * ({n_in});"]
+    if inner:
+        i = names[inner[0][0]]
+        L += [f"        for (int64_t {i} = 0; {i} < {n_in}; {i}++) GD[{i}] = {load};"]
+    else:
+        L += [f"        GD[0] = {load};"]
+    return L + ["    }"]
+
+
 def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilogue,
                   tiles: Tiles | None = None, threads: int | None = None,
                   constant_inputs: Collection[int] = frozenset()) -> str:
@@ -627,6 +712,14 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
                 e = f"({e}) * {c_index(b[1])} + b_{b[0]}"
         return e
 
+    src = {"a": names[plan.a], "b": names[plan.b]}
+    scr = "scratch"
+    gather: list[str] = []
+    for which, g in (("a", plan.a_gather), ("b", plan.b_gather)):
+        if g is not None:
+            gather += _gather_lines(g, names[plan.a if which == "a" else plan.b], f"G{which.upper()}", scr)
+            src[which], scr = f"G{which.upper()}", f"(G{which.upper()}_END)"
+
     def offset(which: int) -> str:
         terms = [c_index(plan.a_off if which == 0 else plan.b_off)]
         terms += [f"b_{b[0]} * ({c_index(b[2 + which])})" for b in plan.batch if b[2 + which] != 0]
@@ -634,7 +727,7 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
 
     pack_b = [
         f"    const int64_t NBB = {'NB' if b_varies else '1'};",
-        "    float *EFFC_RESTRICT PB = (float *)scratch;",
+        f"    float *EFFC_RESTRICT PB = (float *){scr};",
         "    const int64_t PB_BYTES = effc_align64(NBB * (K > 0 ? K : 1) * NP * 4);",
         "    const int64_t NQ = NP / " + str(nr) + ";",
         "    #pragma omp parallel num_threads(NT)",
@@ -643,7 +736,7 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
         "        for (int64_t T = 0; T < NBB * NQ; T++) {",
         "            const int64_t BT = T / NQ, Q = T % NQ;",
         *batch_vars("            ", "BT"),
-        f"            const float *SRC = {names[plan.b]} + {offset(1)} + Q * {nr} * B_N;",
+        f"            const float *SRC = {src['b']} + {offset(1)} + Q * {nr} * B_N;",
         f"            const int64_t NV = N - Q * {nr} < {nr} ? N - Q * {nr} : {nr};",
         "            for (int64_t KB = 0; KB < NKB; KB++) {",
         "                const int64_t PC = KB * KC, KCUR = K - PC < KC ? K - PC : KC;",
@@ -683,13 +776,14 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
          "            NJC = (N + NC - 1) / NC;",
          "        }",
          "    }",
+         *gather,
          *(pack_b if "b" not in pre else
            [f"    const float *EFFC_RESTRICT PB = {names[plan.b]};", "    const int64_t PB_BYTES = 0;",
             "    (void)B_K; (void)B_N;", "    #pragma omp parallel num_threads(NT)", "    {"]),
          "        const int64_t LDC = (NC + " + str(nr - 1) + ") / " + str(nr) + " * " + str(nr) + ";",
          f"        const int64_t PA_BYTES = {0 if 'a' in pre else f'effc_align64((MC + {mr - 1}) / {mr} * {mr} * KC * 4)'};",
          f"        const int64_t CT_BYTES = effc_align64((MC + {mr - 1}) / {mr} * {mr} * LDC * 4);",
-         "        unsigned char *MINE = scratch + PB_BYTES + (int64_t)effc_thread_id() * (PA_BYTES + CT_BYTES);",
+         f"        unsigned char *MINE = {scr} + PB_BYTES + (int64_t)effc_thread_id() * (PA_BYTES + CT_BYTES);",
          *([] if "a" in pre else ["        float *EFFC_RESTRICT PA = (float *)MINE;"]),
          "        float *EFFC_RESTRICT CT = (float *)(MINE + PA_BYTES);",
          "        #pragma omp for schedule(static)",
@@ -697,7 +791,7 @@ def gemm_function(kernel: Kernel, plan: GemmPlan, symbols: Any, epilogue: Epilog
          "            const int64_t BT = T / (NIC * NJC), IC = (T / NJC) % NIC * MC, JC = T % NJC * NC;",
          "            const int64_t MCUR = M - IC < MC ? M - IC : MC, NCUR = N - JC < NC ? N - JC : NC;",
          *batch_vars("            ", "BT"),
-         (f"            const float *ASRC = {names[plan.a]} + {offset(0)} + IC * A_M;" if "a" not in pre else
+         (f"            const float *ASRC = {src['a']} + {offset(0)} + IC * A_M;" if "a" not in pre else
           f"            const float *PAB = {names[plan.a]} + ({packed_batch(2)}) * K * MPA;"),
          f"            const float *PBB = {pbb};",
          "            for (int64_t KB = 0; KB < NKB; KB++) {",

@@ -8,12 +8,15 @@
 - float32 templates whose operands are affine and unmasked (matmul, addmm, linear with its
   transposed weight, batched matmul with broadcast batches, 1x1 stride-1 convolutions, a
   linear layer over a 3-D input as one GEMM) run the packed, register-blocked GEMM
-  [Note: C GEMM template] in c_gemm.py;
+  [Note: C GEMM template] in c_gemm.py; so do unmasked float32 matmuls with an operand
+  whose views fold into a non-affine (floor/Mod) index, as BERT's head merge: that operand
+  is first gathered into a contiguous scratch panel [Note: GEMM gathered operands];
 - float32 depthwise convolutions (one input channel per group) run a direct kernel
   vectorised over the output width; other float32 2-D convolutions run implicit GEMM, the
   GEMM template with B packed straight from the input window (c_conv.py);
-- everything else (float64, f16/bf16, indices the analyses do not recognise) runs one
-  direct loop nest per output point: correct for every template, fast for none.
+- everything else (float64, f16/bf16, masked matmul operands, convolutions none of these
+  recognise) runs one direct loop nest per output point: correct for every template, fast
+  for none.
 
 ``constant_inputs`` are positions in ``kernel.inputs`` whose buffers are compile-time
 constants (weights). A GEMM whose B (or A) operand is one of them, with a static layout,
@@ -31,10 +34,10 @@ domain axes (``i0, i1, ..``) are the given C expressions. It is called once per 
 its statements run once per output point, right after the point's sum is complete.
 
 [Note: C template scratch]
-Template kernels allocate nothing. Their working memory (the GEMM's packed B, packed A and C
-tile; the row convolution's row accumulator) is carved from the ``scratch`` argument of the
-ABI [Note: C kernel ABI], and ``scratch_bytes(kernel)`` is how many bytes that needs, as a
-formula in the size symbols (0 for a kernel that needs none):
+Template kernels allocate nothing. Their working memory (the GEMM's gathered operand panels,
+packed B, packed A and C tile; the row convolution's row accumulator) is carved from the
+``scratch`` argument of the ABI [Note: C kernel ABI], and ``scratch_bytes(kernel)`` is how
+many bytes that needs, as a formula in the size symbols (0 for a kernel that needs none):
 
 - every part starts at a 64-byte aligned offset (``scratch`` itself is 64-byte aligned), its
   length rounded up to 64, so vector loads of packed panels are aligned and threads never

@@ -179,6 +179,70 @@ def test_random_matmul_shapes_match_torch(tmp_path_factory: pytest.TempPathFacto
     run_cases([case], tmp_path_factory.mktemp("h"))
 
 
+# -- gathered (non-affine) operands ------------------------------------------------------------
+
+def _head_merge(x: Value, b: GraphBuilder, heads: int, seq: object, dim: int, split: bool = True) -> Value:
+    """BERT's head merge: ``[heads, seq, dim] -> [seq, heads * dim]`` through views, from a
+    ``[heads, seq * dim]`` input (``split``) or a ``[heads, seq, dim]`` one."""
+    if split:
+        x = b.op(Op.RESHAPE, [x], shape=(heads, seq, dim))
+    x = b.op(Op.PERMUTE, [x], dims=(1, 0, 2))
+    return b.op(Op.RESHAPE, [x], shape=(seq, heads * dim))
+
+
+def _noncontig_b(w: Value, b: GraphBuilder, p: int, q: int, n: int) -> Value:
+    """``[q, p, n] -> [p, q, n] -> [p * q, n]``: a reshape of a permuted view."""
+    return b.op(Op.RESHAPE, [b.op(Op.PERMUTE, [w], dims=(1, 0, 2))], shape=(p * q, n))
+
+
+def gathered_cases() -> list[Case]:
+    """GEMMs whose operands reach the matmul through views folded into floor/Mod indices
+    [Note: GEMM gathered operands]: A a head merge, B a reshaped permuted view, both, with an
+    epilogue, symbolic rows, K over several KC blocks, a 3-D linear, a constant gathered B."""
+    mm = lambda b, x, w: [b.op(Op.MATMUL, [_head_merge(x, b, 3, 13, 7), w])]  # noqa: E731
+    both = lambda b, x, w, c: [b.op(Op.RELU, [b.op(Op.ADDMM, [c, _head_merge(x, b, 3, 13, 7),  # noqa: E731
+                                                              _noncontig_b(w, b, 3, 7, 45)], beta=0.5, alpha=2.0)])]
+    sym = lambda b, x, w: [b.op(Op.MATMUL, [_head_merge(x, b, 4, S0, 5, split=False), w])]  # noqa: E731
+    bonly = lambda b, x, w: [b.op(Op.MATMUL, [x, _noncontig_b(w, b, 5, 4, 6)])]  # noqa: E731
+    bigk = lambda b, x, w: [b.op(Op.MATMUL, [_head_merge(x, b, 10, 37, 110), w])]  # noqa: E731
+
+    def lin3d(b: GraphBuilder, x: Value, w: Value, c: Value) -> list[Value]:
+        a = b.op(Op.RESHAPE, [b.op(Op.PERMUTE, [x], dims=(0, 2, 1, 3))], shape=(2, 11, 24))
+        return [b.op(Op.LINEAR, [a, w, c])]
+    return [
+        Case("ghm", "matmul", mm, [f32(3, 13 * 7), f32(21, 20)], [(3, 91), (21, 20)]),
+        Case("gboth", "matmul", both, [f32(3, 13 * 7), f32(7, 3, 45), f32(45)], [(3, 91), (7, 3, 45), (45,)]),
+        Case("gsym", "matmul", sym, [f32(4, S0, 5), f32(20, 33)], [(4, 37, 5), (20, 33)], {S0: 37}),
+        Case("gb", "matmul", bonly, [f32(9, 20), f32(4, 5, 6)], [(9, 20), (4, 5, 6)]),
+        Case("gbconst", "matmul", bonly, [f32(9, 20), f32(4, 5, 6)], [(9, 20), (4, 5, 6)], const=frozenset({1})),
+        Case("gbigk", "matmul", bigk, [f32(10, 37 * 110), f32(1100, 50)], [(10, 4070), (1100, 50)]),
+        Case("glin3d", "matmul", lin3d, [f32(2, 3, 11, 8), f32(30, 24), f32(30)],
+             [(2, 3, 11, 8), (30, 24), (30,)]),
+    ]
+
+
+def test_non_affine_operands_are_gathered_into_the_gemm(tmp_path: Path) -> None:
+    """A head-merged A and a reshaped non-contiguous B are gathered into scratch panels and
+    run the packed micro-kernel, not the direct loop; results match torch."""
+    symbols = symbol_order([S0])
+    cases = gathered_cases()
+    assert gemm_tiles(37, 50, 1100).kc < 1100  # several K blocks read the gathered panel
+    for c in cases:
+        plan = gemm_plan(c.kernel)
+        assert plan is not None, c.kernel.name
+        assert (plan.a_gather is not None) == (c.kernel.name not in ("gb", "gbconst")), c.kernel.name
+        assert (plan.b_gather is not None) == (c.kernel.name in ("gb", "gbconst", "gboth")), c.kernel.name
+        body = template_function(c.kernel, symbols, _epilogue(c.kernel), constant_inputs=c.const)
+        body = body.split(f"void {c_name(c.kernel.name)}(")[-1]
+        assert "effc_gemm_ukr_" in body and "acc +=" not in body, c.kernel.name
+    gb = next(c for c in cases if c.kernel.name == "gbconst")
+    assert prepack(gb.kernel, gb.const) == {}  # a gathered constant is read as it is
+    gsym = next(c for c in cases if c.kernel.name == "gsym")
+    grows = [int(scratch_bytes(gsym.kernel).subs(S0, v)) for v in (1, 37, 1000)]
+    assert grows[0] < grows[1] < grows[2]
+    run_cases(cases, tmp_path)
+
+
 # -- prepacked constant operands ---------------------------------------------------------------
 
 def _pos(kernel: Kernel, which: str) -> int:
