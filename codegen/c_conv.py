@@ -438,7 +438,8 @@ def im2col_conv_function(kernel: Kernel, symbols: Any, epilogue: Epilogue, const
     carry = []
     for i in reversed(range(len(outer))):
         a = outer[i]
-        carry.append(f"{'    ' * (len(outer) - 1 - i)}                    if (++PC_[{i}] < {cx(a.size)}) break; PC_[{i}] = 0;")
+        carry.append(f"                        if (++PC_[{i}] < {cx(a.size)}) break;")
+        carry.append(f"                        PC_[{i}] = 0;")
     axis_map = {a.name: a.name for a in f.batch}
     axis_map[f.co.name] = "(GI * Q + EM)"
     for a in outer:

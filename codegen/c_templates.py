@@ -63,7 +63,8 @@ import sympy
 from effc.ir.kernel import Kernel
 
 from .c_abi import buffer_params, kernel_signature
-from .c_conv import conv_function, conv_scratch
+from .c_conv import (conv_function, conv_scratch, im2col_conv_function, im2col_prepack,
+                     im2col_scratch_bytes)
 from .c_gemm import (Epilogue, c_index, gemm_function, gemm_plan, gemm_scratch, pack_layouts, packed_operands,
                      size_decls)
 
@@ -84,7 +85,7 @@ def prepack(kernel: Kernel, constant_inputs: Collection[int] = frozenset()
         return {}
     plan = gemm_plan(kernel)
     if plan is None:
-        return {}
+        return dict(im2col_prepack(kernel, constant_inputs)) if t.op == "conv" else {}
     return dict(pack_layouts(kernel, plan, frozenset(constant_inputs)))
 
 
@@ -99,7 +100,7 @@ def scratch_bytes(kernel: Kernel, constant_inputs: Collection[int] = frozenset()
     if plan is not None:
         return gemm_scratch(plan, prepacked=packed_operands(kernel, plan, frozenset(constant_inputs)).values())
     if t.op == "conv":
-        need = conv_scratch(kernel)
+        need = im2col_scratch_bytes(kernel, constant_inputs) or conv_scratch(kernel)
         if need is not None:
             return need
     return sympy.Integer(0)
@@ -131,8 +132,9 @@ def template_function(kernel: Kernel, symbols: Any, epilogue: Epilogue,
     plan = gemm_plan(kernel)
     if plan is not None:
         return gemm_function(kernel, plan, symbols, epilogue, constant_inputs=frozenset(constant_inputs))
-    if t.op == "conv":
-        src = conv_function(kernel, symbols, epilogue)
+    if t.op == "conv":   # im2col panels on the GEMM micro-kernel; else the row convolution
+        src = (im2col_conv_function(kernel, symbols, epilogue, constant_inputs)
+               or conv_function(kernel, symbols, epilogue))
         if src is not None:
             return src
     return direct_function(kernel, symbols, epilogue)
