@@ -284,6 +284,23 @@ def _matmul_bias(s: Site) -> Value | str | None:
     return None
 
 
+def _pow_scalar(s: Site) -> Value | str | None:
+    # pow(x, 2) -> x * x,  pow(x, 3) -> x * x * x,  pow(x, 0.5) -> sqrt(x)
+    # exactly as eager computes a tensor to these scalar powers (ATen's pow_tensor_scalar
+    # special cases), and without a pow call a code generator cannot vectorise
+    x, e = s.ins
+    value = _uniform(s, e)
+    if value not in (2, 3, 0.5) or isinstance(value, bool) or e.type.rank != 0:
+        return None
+    if not x.type.same_as(s.out) or s.out.dtype not in (DType.F32, DType.F64):
+        # half precision: eager rounds pow once, a product of halves twice
+        return "only float32/float64 x of the result's own type"
+    if value == 0.5:
+        return s.b.op(Op.SQRT, [x])
+    sq = s.b.op(Op.MUL, [x, x])
+    return sq if value == 2 else s.b.op(Op.MUL, [sq, x])
+
+
 def _rule(name: str, ops: Sequence[Op], fn: RuleFn) -> Rule:
     return Rule(name, frozenset(ops), fn)
 
@@ -314,6 +331,8 @@ RULES: tuple[Rule, ...] = (
     _rule("unsqueeze_squeeze", [Op.UNSQUEEZE], _unsqueeze_squeeze),
     # matmul(x, w) + b -> addmm(b, x, w)
     _rule("matmul_bias", [Op.ADD], _matmul_bias),
+    # pow(x, 2 | 3 | 0.5) -> x*x | x*x*x | sqrt(x)
+    _rule("pow_scalar", [Op.POW], _pow_scalar),
 )
 _BY_OP: dict[Op, tuple[Rule, ...]] = {
     op: tuple(r for r in RULES if op in r.ops) for op in set().union(*(r.ops for r in RULES))}

@@ -102,6 +102,12 @@ def _print(st: "State", m: "OnnxModel", data: dict[str, Any]) -> None:
         st.out.print(t)
     else:
         st.out.print(Text("fallbacks: none (every node is an effc IR op)"))
+    python = {k: why for g in data["graphs"] for k, why in g.get("python_kernels", {}).items()}
+    if python:   # target c: kernels the generated program hands back to Python
+        t = _table("kernels run in Python by the C program", "kernel", "why")
+        for k, why in python.items():
+            add_row(t, k, name_cell(why))
+        st.out.print(t)
     at = f" at {sizes}" if sizes else ""
     mem = data.get("memory")
     if mem:

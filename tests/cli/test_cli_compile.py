@@ -203,3 +203,19 @@ def test_internal_errors_show_a_traceback_only_with_v(models: dict[str, Path], t
     r = effc("-v", "compile", models["mlp"], "-o", tmp_path / "o")
     assert r.code == 1 and "Traceback" in r.stderr and "ZeroDivisionError: a bug" in r.stderr, r
     assert list(tmp_path.iterdir()) == []
+
+
+def test_explain_lists_the_kernels_a_c_program_runs_in_python(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+    from cli_util import save_model
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])
+    axis = helper.make_tensor("axis", TensorProto.INT64, [], [1])
+    nodes = [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("CumSum", ["e", "axis"], ["y"])]
+    model = save_model(helper.make_graph(nodes, "scan", [x], [y], [axis]), tmp_path / "scan.onnx")
+    r = effc("explain", model, "--target", "c")
+    assert r.code == 0, r
+    assert "kernels run in Python" in r.stdout and "cumsum" in r.stdout
+    r = effc("explain", model, "--target", "c", "--json")
+    g = json.loads(r.stdout)["graphs"][0]
+    assert any("cumsum" in k for k in g["python_kernels"]), g["python_kernels"]

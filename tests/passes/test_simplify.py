@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from effc.ir import DType
+from effc.backends.reference import ReferenceProgram
+from effc.ir import DType, GraphBuilder, Op, TensorType
 from effc.options import Options
 from effc.passes import simplify
 from effc.passes.simplify import RULES, exact_cast
@@ -291,6 +292,17 @@ graph(%x: f32[s0, 8], %w: f32[8, 4], %b: f32[4]) {
   %0 = addmm(%b, %x, %w) {beta=1, alpha=1} : f32[s0, 4]
   return %0
 }"""),
+    ("pow_scalar", """
+graph(%x: f32[4]) {
+  %0 = full() {shape=[], value=3.0, dtype=f32} : f32[]
+  %1 = pow(%x, %0) : f32[4]
+  return %1
+}""", """
+graph(%x: f32[4]) {
+  %0 = mul(%x, %x) : f32[4]
+  %1 = mul(%0, %x) : f32[4]
+  return %1
+}"""),
 ]
 
 # (id, graph the rules must leave alone, words the rejection must contain or None)
@@ -527,3 +539,26 @@ def test_exact_cast(src: DType, dst: DType, exact: bool) -> None:
     kept = values.to(dst.to_torch()).to(wide) == values.to(wide)
     assert bool(kept.all()) is exact
 
+
+
+@pytest.mark.parametrize("power", [2.0, 3.0, 0.5, 3])
+def test_pow_by_a_small_scalar_becomes_what_eager_computes(power) -> None:
+    b = GraphBuilder()
+    x = b.input("x", TensorType(DType.F32, (5, 7)))
+    e = b.op(Op.FULL, [], shape=(), value=power, dtype=DType.F32)
+    g = b.build([b.op(Op.POW, [x, e])])
+    res = simplify.run(g, Options(verify=True))
+    assert res.modified and res.graph.count(Op.POW) == 0
+    xs = torch.rand(5, 7) + 0.5
+    (got,) = ReferenceProgram(res.graph)(xs)
+    assert torch.equal(got, torch.pow(xs, power))   # bit for bit: ATen's own special cases
+
+
+def test_pow_by_other_scalars_or_with_promotion_stays() -> None:
+    b = GraphBuilder()
+    x = b.input("x", TensorType(DType.F32, (5,)))
+    y = b.op(Op.POW, [x, b.op(Op.FULL, [], shape=(), value=4.0, dtype=DType.F32)])
+    h = b.input("h", TensorType(DType.F16, (5,)))
+    z = b.op(Op.POW, [h, b.op(Op.FULL, [], shape=(), value=2.0, dtype=DType.F32)])
+    g = b.build([y, z])
+    assert simplify.run(g, Options(verify=True)).graph.count(Op.POW) == 2
