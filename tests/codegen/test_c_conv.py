@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from effc.ir import DType, GraphBuilder, Op, TensorType
 from effc.ir.kernel import Kernel
 from effc.ir.kernel_lower import lower
 from effc.ir.kernel_node import add_kernel
+
+from tests.codegen.strict_build import build_strict
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
@@ -96,11 +97,7 @@ class DepthwiseCase(ConvCase):
 
 def run(cases: list[ConvCase], tmp: Path) -> str:
     src = PRELUDE + "\n".join(c.source() for c in cases)
-    (tmp / "t.c").write_text(src)
-    subprocess.run(["cc", "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Werror",
-                    "-Wno-unused-variable", "-Wno-unused-function", "-o", str(tmp / "t.so"), str(tmp / "t.c")],
-                   check=True)
-    lib = ctypes.CDLL(str(tmp / "t.so"))
+    lib = build_strict(src, tmp)
     gen = torch.Generator().manual_seed(0)
     for c in cases:
         x, w, bias = (torch.randn(s, generator=gen) for s in c.shapes)

@@ -9,7 +9,6 @@ import ctypes
 import random
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,8 @@ from effc.ir import DType, GraphBuilder, Op, TensorType, Value, size_symbol
 from effc.ir.kernel import Kernel
 from effc.ir.kernel_lower import lower
 from effc.ir.kernel_node import add_kernel
+
+from tests.codegen.strict_build import build_strict
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
@@ -84,11 +85,7 @@ def run_cases(cases: list[Case], tmp: Path, source: Callable[[Kernel, list, Call
                                                                                if c.const else {}))
                               for c in cases)
     SOURCES.append(src)
-    (tmp / "t.c").write_text(src)
-    subprocess.run(["cc", "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Werror",
-                    "-Wno-unused-variable", "-Wno-unused-function", "-o", str(tmp / "t.so"), str(tmp / "t.c")],
-                   check=True)
-    lib = ctypes.CDLL(str(tmp / "t.so"))
+    lib = build_strict(src, tmp)
     gen = torch.Generator().manual_seed(0)
     for c in cases:
         xs = [torch.randn(s, generator=gen) for s in c.shapes]
