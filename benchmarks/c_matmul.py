@@ -28,7 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import torch  # noqa: E402
 
 from effc.codegen.c_abi import PRELUDE, c_name  # noqa: E402
-from effc.codegen.c_gemm import gemm_plan, gemm_tiles, vector_width  # noqa: E402
+from effc.codegen.c_gemm import gemm_plan
+from effc.codegen.c_gemm_tiles import gemm_tiles, vector_width  # noqa: E402
 from effc.codegen.c_templates import prepack, scratch_bytes, store_acc_epilogue, template_function  # noqa: E402
 from effc.ir import DType, GraphBuilder, Op, TensorType  # noqa: E402
 from effc.ir.kernel import Kernel  # noqa: E402

@@ -36,7 +36,8 @@ from typing import Iterable, Sequence
 import sympy
 
 from effc.ir import DType
-from effc.ir.kernel import Compute, Const, IndexValue, Kernel, Load, Loop, Reduce, Stmt, Store
+from effc.ir.kernel import (Compute, Const, IndexValue, Kernel, Load, Loop, LoweringError, Reduce, Stmt,
+                            Store)
 
 from .c_abi import buffer_params, c_expr, kernel_signature, size_locals, size_name, temp_type
 from .c_loops import PARALLEL_MIN, kernel_body
@@ -81,7 +82,8 @@ def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[
     memory with another (they lose ``restrict``); ``constant_inputs`` are positions in
     ``kernel.inputs`` holding compile-time constants: a template kernel may then expect some
     of them prepacked (``c_templates.prepack`` says which and packs them). None for a view
-    kernel; NotImplementedError with ``unsupported``'s reason for what no generator covers."""
+    kernel; LoweringError with ``unsupported``'s reason for what no generator covers (the caller
+    runs that kernel another way)."""
     if kernel.kind == "view":
         return None
     symbols = list(symbols)
@@ -93,7 +95,7 @@ def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[
             return src
     why = unsupported(kernel)
     if why is not None:
-        raise NotImplementedError(why)
+        raise LoweringError(why)
     if t is not None:
         from .c_templates import template_function  # type: ignore[import-not-found]
         return template_function(kernel, symbols, lambda axes, indent: emit_statements(kernel, kernel.body, axes, indent),

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Iterable
 import sympy
 
 from effc.ir import DType
+from effc.ir.kernel import LoweringError
 
 if TYPE_CHECKING:
     from effc.ir.kernel import Kernel
@@ -62,7 +63,7 @@ def c_type(dtype: DType) -> str:
     try:
         return _C_TYPES[dtype]
     except KeyError:
-        raise NotImplementedError(f"no C type for {dtype}") from None
+        raise LoweringError(f"no C type for {dtype}") from None
 
 
 def c_name(kernel_name: str) -> str:

@@ -63,8 +63,8 @@ import sympy
 from effc.ir.kernel import Kernel
 
 from .c_abi import buffer_params, kernel_signature
-from .c_conv import (conv_function, conv_scratch, im2col_conv_function, im2col_prepack,
-                     im2col_scratch_bytes)
+from .c_conv import conv_function, conv_scratch
+from .c_im2col import im2col_conv_function, im2col_prepack, im2col_scratch_bytes
 from .c_gemm import (Epilogue, c_index, gemm_function, gemm_plan, gemm_scratch, pack_layouts, packed_operands,
                      size_decls)
 

@@ -70,7 +70,7 @@ class CProgram(ArenaProgram):
                 src = generate(k, self.symbols, inplace_buffers(node, k, plan), constant_inputs=consts)
                 assert src is not None, "view kernels are aliased, not generated"
                 sources.append(src)
-            except (LoweringError, NotImplementedError) as e:
+            except LoweringError as e:
                 ops = ", ".join(n.op.value for n in node.attrs["body"].nodes)
                 self.fallbacks[f"{node.attrs['name']} {node.attrs['kind']}[{ops}]"] = str(e)
                 continue
@@ -126,7 +126,8 @@ class CProgram(ArenaProgram):
         arena = self._arena_of(max(64, -(-layout["arena"] // 64) * 64 + self._scratch(env)))
         outs = [torch.empty(shape(env), dtype=v.type.dtype.to_torch())
                 for shape, v in zip(self._out_shapes, self.graph.outputs)]
-        vals = self._bind(inputs, arena, offsets, env, outs)
+        # the callback's tensors: only a program that hands steps back to Python needs them
+        vals = self._bind(inputs, arena, offsets, env, outs) if self.host.callback_steps else []
         failure: list[BaseException] = []
 
         def callback(_ctx: Any, node_index: int) -> int:

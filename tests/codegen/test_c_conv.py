@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from effc.codegen.c_abi import PRELUDE, c_name, symbol_order
-from effc.codegen.c_conv import (conv_function, conv_scratch, depthwise_conv_function, im2col_conv_function,
-                                 im2col_prepack, im2col_scratch_bytes)
+from effc.codegen.c_conv import conv_function, conv_scratch, depthwise_conv_function
+from effc.codegen.c_im2col import im2col_conv_function, im2col_prepack, im2col_scratch_bytes
 from effc.ir import DType, GraphBuilder, Op, TensorType
 from effc.ir.kernel import Kernel
 from effc.ir.kernel_lower import lower

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from effc.backends.reference.program import ReferenceProgram
 from effc.codegen.c_abi import PRELUDE, c_name, symbol_order
-from effc.codegen.c_gemm import gemm_plan, gemm_tiles, vector_width
+from effc.codegen.c_gemm import gemm_plan
+from effc.codegen.c_gemm_tiles import gemm_tiles, vector_width
 from effc.codegen.c_templates import direct_function, prepack, scratch_bytes, store_acc_epilogue, template_function
 from effc.ir import DType, GraphBuilder, Op, TensorType, Value, size_symbol
 from effc.ir.kernel import Kernel
