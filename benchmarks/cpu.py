@@ -1,7 +1,8 @@
 """CPU inference: effc's C target against eager PyTorch, TorchInductor and ONNX Runtime.
 
 In one process, 2 threads for everyone (torch.set_num_threads, OMP_NUM_THREADS, ONNX Runtime's
-intra-op threads), float32, medians of ``--runs`` calls after warm-up, on:
+intra-op threads), float32, medians of ``--runs`` calls after warm-up, timed in interleaved
+rounds (each round calls every system once), on:
   mlp          1024-4096-1024 with GELU, batch 64
   bert-base    transformers BertModel(BertConfig()), batch 1, sequence 128
   gpt2-small   transformers GPT2Model(GPT2Config()), batch 1, sequence 128
@@ -71,15 +72,19 @@ class Plain(torch.nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def median_seconds(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_medians(systems: dict[str, Callable[[], Any]], runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per system, timed in rounds (one call of each system per round, in
+    turn), so that a change in the machine's load hits every system alike."""
+    for fn in systems.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in systems.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def onnxruntime_runner(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
@@ -121,10 +126,12 @@ def bench_model(name: str, runs: int) -> dict[str, Any]:
         g = compiled.explain().graphs
         row["effc_python_kernels"] = sum(len(x.python_kernels) for x in g)
         row["effc_kernels"] = sum(x.fusion.get("kernels", 0) for x in g)
+        row["effc_own_compile_seconds"] = sum(x.compile_seconds for x in g)
+        medians = interleaved_medians(systems, runs)
         for sys_name, fn in systems.items():
             out = fn()
             diff = float((out.float() - want.float()).abs().max())
-            row["systems"][sys_name] = {"median_seconds": median_seconds(fn, runs), "max_abs_diff": diff}
+            row["systems"][sys_name] = {"median_seconds": medians[sys_name], "max_abs_diff": diff}
     eager = row["systems"]["eager"]["median_seconds"]
     for r in row["systems"].values():
         r["speedup_over_eager"] = eager / r["median_seconds"]
@@ -134,8 +141,8 @@ def bench_model(name: str, runs: int) -> dict[str, Any]:
 def bench_matmul(runs: int) -> dict[str, Any]:
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     compiled = effc.compile(lambda x, y: x @ y, (a, b), target="c")
-    torch_s = median_seconds(lambda: torch.mm(a, b), runs)
-    effc_s = median_seconds(lambda: compiled(a, b), runs)
+    med = interleaved_medians({"torch": lambda: torch.mm(a, b), "effc": lambda: compiled(a, b)}, runs)
+    torch_s, effc_s = med["torch"], med["effc"]
     flops = 2 * 1024**3
     return {"torch_mm_gflops": flops / torch_s / 1e9, "effc_gflops": flops / effc_s / 1e9,
             "ratio": torch_s / effc_s,

@@ -456,26 +456,40 @@ class PackLayout:
         return math.prod(n for n, _ in self.batch) * self.k * xp
 
     def __call__(self, tensor: Any) -> Any:
+        """The packed tensor, written in one pass: the operand seen as a strided
+        ``(batch..., K, ext)`` view, each K block copied panel-major into its place, the last
+        panel's columns past ``ext`` zeroed."""
         import torch
-        flat = tensor.detach().contiguous().reshape(-1).to(torch.float32)
-        nq = -(-self.ext // self.r)
-        base = torch.zeros(1, dtype=torch.int64)
-        for n, s in self.batch:
-            base = (base[:, None] + torch.arange(n, dtype=torch.int64)[None, :] * s).reshape(-1)
-        base = base + self.off
-        x = torch.arange(nq * self.r, dtype=torch.int64).reshape(nq, 1, self.r)
-        valid = (x < self.ext)
-        parts = []
+        flat = tensor.detach().reshape(-1).to(torch.float32)
+        if not flat.is_contiguous():
+            flat = flat.contiguous()
+        nq, full = -(-self.ext // self.r), self.ext // self.r
+        nb = math.prod(n for n, _ in self.batch)
+        out = torch.empty(max(self.numel(), 1), dtype=torch.float32)
+        if self.numel() == 0:
+            return out.zero_()
+        sizes = [n for n, _ in self.batch] + [self.k, self.ext]
+        strides = [s for _, s in self.batch] + [self.s_k, self.s_x]
+        if min(strides) < 0:   # as_strided takes no negative strides: gather through an index
+            idx = torch.full((), self.off, dtype=torch.int64)
+            for n, s in zip(sizes, strides):
+                idx = idx[..., None] + torch.arange(n, dtype=torch.int64) * s
+            src = flat[idx].reshape(nb, self.k, self.ext)
+        else:
+            src = flat.as_strided(sizes, strides, self.off).reshape(nb, self.k, self.ext)
+        xp = nq * self.r
+        blocks = out[:nb * self.k * xp].view(nb, self.k * xp)
         for pc in range(0, self.k, self.kc):
-            kk = torch.arange(pc, min(pc + self.kc, self.k), dtype=torch.int64).reshape(1, -1, 1)
-            idx = base.reshape(-1, 1, 1, 1) + kk * self.s_k + x * self.s_x
-            ok = valid.expand(nq, kk.shape[1], self.r)
-            ok = ok.unsqueeze(0).expand_as(idx)
-            vals = flat[torch.where(ok, idx, torch.zeros_like(idx))]
-            parts.append(torch.where(ok, vals, torch.zeros((), dtype=torch.float32)).reshape(base.numel(), -1))
-        if not parts:
-            return torch.zeros(1, dtype=torch.float32)
-        return torch.cat(parts, dim=1).reshape(-1).contiguous()
+            kcur = min(self.kc, self.k - pc)
+            dst = blocks[:, pc * xp:(pc + kcur) * xp].view(nb, nq, kcur, self.r)
+            rows = src[:, pc:pc + kcur]
+            if full:
+                dst[:, :full].copy_(rows[:, :, :full * self.r].reshape(nb, kcur, full, self.r).transpose(1, 2))
+            if full < nq:
+                tail = dst[:, full]
+                tail.zero_()
+                tail[:, :, :self.ext - full * self.r].copy_(rows[:, :, full * self.r:])
+        return out
 
 
 def pack_layouts(kernel: Kernel, plan: GemmPlan, constant_inputs: Collection[int],

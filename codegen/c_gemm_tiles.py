@@ -4,6 +4,7 @@ writes the loops around them."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ def _sysfs_caches() -> CpuCaches:
     return CpuCaches(sizes.get(1, d.l1), sizes.get(2, d.l2), sizes.get(3, d.l3), os.cpu_count() or 2)
 
 
+@functools.lru_cache(maxsize=1)
 def host_caches() -> CpuCaches:
     return _sysfs_caches()
 
@@ -59,13 +61,18 @@ def vector_width(flags: str | None = None) -> int:
     """float32 lanes per vector register on the host (or for ``flags``, a /proc/cpuinfo flags
     line): 16 with AVX-512F, 8 with AVX2, 4 otherwise (SSE / NEON)."""
     if flags is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = next((ln for ln in f if ln.startswith("flags")), "")
-        except OSError:
-            flags = ""
+        flags = _host_flags()
     words = set(flags.split())
     return 16 if "avx512f" in words else 8 if "avx2" in words else 4
+
+
+@functools.lru_cache(maxsize=1)
+def _host_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return ""
 
 
 # -- tile sizes -------------------------------------------------------------------------------
@@ -93,9 +100,13 @@ def micro_shape(width: int) -> tuple[int, int]:
 
 def gemm_tiles(m: int, n: int, k: int, target: Any = None, width: int | None = None) -> Tiles:
     """Cache blocking for an ``m x n x k`` float32 GEMM [Note: GEMM tile model]."""
-    w = width or vector_width()
+    return _search(m, n, k, width or vector_width(), caches_of(target))
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(m: int, n: int, k: int, w: int, c: CpuCaches) -> Tiles:
+    """The cheapest candidate blocking (memoised: a model has few distinct GEMM shapes)."""
     mr, nr = micro_shape(w)
-    c = caches_of(target)
     best: tuple[float, Tiles] | None = None
     for kc in (128, 192, 256, 320, 384, 512, 768, 1024):
         kc_eff = min(kc, max(k, 1))

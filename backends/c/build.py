@@ -7,7 +7,9 @@
 - Flags are chosen once per host and compiler (``flags()``): ``-O3 -march=native -fopenmp``
   where the compiler takes them; a refused ``-march=native`` or ``-fopenmp`` is dropped and
   recorded in ``Toolchain.dropped`` (OpenMP pragmas are then ignored: kernels run on one
-  thread). Meaning-preserving only: ``-fno-math-errno -fno-trapping-math`` (no value changes)
+  thread). The verdict is kept in ``toolchains/<key>.json`` under the cache folder, keyed by
+  the compiler's path and version and the CPU's flags, so a new process skips the probe.
+  Meaning-preserving only: ``-fno-math-errno -fno-trapping-math`` (no value changes)
   and ``-ffp-contract=off`` (no silent fused multiply-adds: eager rounds a*b before adding;
   templates that want FMA say ``fmaf``). Never ``-ffast-math`` ([Note: C kernel ABI]).
 - An entry is ``$XDG_CACHE_HOME/effc/c/<key>/`` (``~/.cache`` when unset), ``key`` the sha256
@@ -87,6 +89,15 @@ def toolchain(cc: str | None = None) -> Toolchain:
     if shutil.which(cc) is None:
         raise CompileError(f"no C compiler: {cc!r} is not on PATH (set CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.strip()
+    # the probe's verdict is kept on disk per compiler, version and CPU (-march=native)
+    key = hashlib.sha256("\0".join([shutil.which(cc) or cc, version, _cpu_flags(), *BASE_FLAGS,
+                                     *OPTIONAL_FLAGS, _PROBE]).encode()).hexdigest()[:32]
+    memo = cache_root() / "toolchains" / f"{key}.json"
+    try:
+        kept, dropped = json.loads(memo.read_text())
+        return Toolchain(cc, version, BASE_FLAGS + tuple(kept), tuple(dropped))
+    except (OSError, ValueError, TypeError):
+        pass
     kept, dropped = [], []
     with tempfile.TemporaryDirectory(prefix="effc-probe-") as tmp:
         src = Path(tmp) / "probe.c"
@@ -95,7 +106,22 @@ def toolchain(cc: str | None = None) -> Toolchain:
             raise CompileError(f"{cc} cannot build a shared object with {' '.join(BASE_FLAGS)}")
         for flag in OPTIONAL_FLAGS:
             (kept if _compiles(cc, list(BASE_FLAGS) + kept + [flag], src) else dropped).append(flag)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp_memo = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp_memo.write_text(json.dumps([kept, dropped]))
+        os.replace(tmp_memo, memo)
+    except OSError:
+        pass   # an unwritable cache only costs the probe next time
     return Toolchain(cc, version, BASE_FLAGS + tuple(kept), tuple(dropped))
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return ""
 
 
 def _compiles(cc: str, flags: list[str], src: Path) -> bool:
