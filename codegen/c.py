@@ -24,9 +24,9 @@ work so tiny kernels pay no thread start-up), the innermost axis is a ``#pragma 
 loop. A reduction kernel runs its top-level statements and its loops ([Note: kernel loops])
 per outer point; how a loop reduces is [Note: C reductions] in c_loops.py. Scalar math is the
 table in c_scalar.py. View kernels have no function (the host aliases them); opaque
-``Template(op="node")`` kernels get a library routine where one exists (pooling: c_pool.py)
-and are otherwise run by the host's callback; matmul and conv kernels are
-written by c_templates.py around an epilogue from ``emit_statements``.
+``Template(op="node")`` kernels get a library routine where one exists (pooling: c_pool.py;
+attention: c_attention.py) and are otherwise run by the host's callback; matmul and conv
+kernels are written by c_templates.py around an epilogue from ``emit_statements``.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ def generate(kernel: Kernel, symbols: Iterable[sympy.Symbol], inplace: Iterable[
     symbols = list(symbols)
     t = kernel.template
     if t is not None and t.op == "node":   # a library routine for the node, where one exists
+        from .c_attention import attention_function
         from .c_pool import pool_function
-        src = pool_function(kernel, symbols)
+        src = pool_function(kernel, symbols) or attention_function(kernel, symbols)
         if src is not None:
             return src
     why = unsupported(kernel)

@@ -63,6 +63,7 @@ import sympy
 from effc.ir.kernel import Kernel
 
 from .c_abi import buffer_params, kernel_signature
+from .c_attention import attention_scratch
 from .c_conv import conv_function, conv_scratch
 from .c_im2col import im2col_conv_function, im2col_prepack, im2col_scratch_bytes
 from .c_gemm import (Epilogue, c_index, gemm_function, gemm_plan, gemm_scratch, pack_layouts, packed_operands,
@@ -94,6 +95,8 @@ def scratch_bytes(kernel: Kernel, constant_inputs: Collection[int] = frozenset()
     needs [Note: C template scratch]: a formula in the size symbols, 0 for kernels that are
     not templates or need none."""
     t = kernel.template
+    if t is not None and t.op == "node":   # library routines: attention's per-thread blocks
+        return attention_scratch(kernel)
     if t is None or t.op not in ("matmul", "conv"):
         return sympy.Integer(0)
     plan = gemm_plan(kernel)

@@ -122,6 +122,10 @@ def write_into(folder: Path, model: "OnnxModel", options: Options, *,
     generated = getattr(getattr(getattr(model, "program", None), "program", None), "source", None)
     if isinstance(generated, str):   # the C target: the translation unit that was built
         (folder / SOURCES / "model.c").write_text(generated, encoding="utf-8")
+    triton_kernels = getattr(getattr(getattr(model, "program", None), "program", None), "named_sources", None)
+    if isinstance(triton_kernels, dict):   # the Triton target: one module per generated kernel
+        for kname, text in triton_kernels.items():
+            (folder / SOURCES / f"{kname}.py").write_text(text, encoding="utf-8")
     used = [n.attrs["name"] for n in model.graph.nodes if n.op is Op.CONSTANT]
     weights = {name: model.graph.constants[name] for name in dict.fromkeys(used)}
     index = _write_weights(folder / WEIGHTS, weights)

@@ -54,6 +54,11 @@ class Options:
     # A typical value per size symbol (name -> int) for cost-model decisions; the compiler
     # fills it from the example inputs. Symbols without a hint are priced at DEFAULT_HINT.
     size_hints: Mapping[str, int] = field(default_factory=dict)
+    # Target triton: measure the cost model's top few launch configs per kernel on the GPU and
+    # keep the fastest (cached beside the kernel); off, the cost model's first pick is used.
+    autotune: bool = False
+    # Target triton on CUDA: replay a program whose shapes are static as one CUDA graph.
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

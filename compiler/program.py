@@ -7,6 +7,7 @@ evaluating size outputs from the bound symbols.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterator, Mapping
 
@@ -25,8 +26,24 @@ from effc.passes import PIPELINE, run_pipeline
 
 
 def select_target(options: Options, device: torch.device | None) -> str:
+    cuda = device is not None and device.type == "cuda"
+    if options.target == "auto" and cuda and _triton_available():
+        return "triton"
     if options.target in ("auto", "reference"):
         return "reference"
+    if options.target == "triton":
+        if not _triton_available():
+            raise OptionError("target 'triton' needs the triton package (pip install triton)")
+        # no device (an ONNX model): the program moves CPU inputs to the GPU when there is one
+        if device is None and torch.cuda.is_available():
+            cuda = True
+        if not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise OptionError("target 'triton' needs a CUDA device (or TRITON_INTERPRET=1 to run on the CPU)")
+        from effc.backends.triton import interpreter_mismatch
+        why = interpreter_mismatch()
+        if why is not None:
+            raise OptionError(f"target 'triton': {why}")
+        return "triton"
     if options.target == "c":
         if device is not None and device.type != "cpu":
             raise OptionError(f"target 'c' runs on the CPU; these inputs are on {device}")
@@ -35,7 +52,12 @@ def select_target(options: Options, device: torch.device | None) -> str:
             raise OptionError("target 'c' needs a C compiler (cc) on PATH")
         return "c"
     raise OptionError(f"target {options.target!r} is not available in this version of effc; "
-                      "use 'c', 'reference' or 'auto'")
+                      "use 'c', 'triton', 'reference' or 'auto'")
+
+
+def _triton_available() -> bool:
+    from effc.backends.triton import triton_available
+    return triton_available()
 
 
 class CompiledGraph:
@@ -75,6 +97,11 @@ def compile_imported(imported: Imported, options: Options, label: str,
             raise OptionError("target 'c' runs the memory plan; do not disable plan_memory")
         from effc.backends.c.program import CProgram
         program: Any = CProgram(graph, planned["plan"], label)
+    elif target == "triton":
+        if planned is None:
+            raise OptionError("target 'triton' runs the memory plan; do not disable plan_memory")
+        from effc.backends.triton.program import TritonProgram
+        program = TritonProgram(graph, planned["plan"], label, options, device)
     else:
         program = ReferenceProgram(graph)
     report = GraphReport(label=label, target=target, nodes_in=_count(imported.graph),
@@ -84,7 +111,7 @@ def compile_imported(imported: Imported, options: Options, label: str,
     fused = next((r.data for r in records if r.name == "fuse" and r.data), None)
     if fused:
         report.fusion = fusion_summary(fused)
-    if target == "c":
+    if target in ("c", "triton"):
         report.python_kernels = dict(program.fallbacks)
     if planned:
         report.memory = memory_summary(planned["plan"], planned["scratch"], hint_env)

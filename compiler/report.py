@@ -96,6 +96,9 @@ class Explain:
                 elif p.modified:
                     lines.append(f"  pass {p.name}: {p.nodes_before} -> {p.nodes_after} nodes"
                                  + (f" ({'; '.join(p.notes[:3])}{' ...' if len(p.notes) > 3 else ''})" if p.notes else ""))
+                if p.rejected and not p.skipped:   # near misses, with the reason each was declined
+                    lines.append(f"  pass {p.name} rejected {len(p.rejected)}: {'; '.join(p.rejected[:3])}"
+                                 + (" ..." if len(p.rejected) > 3 else ""))
             for op, n in sorted(g.externs.items()):
                 lines.append(f"  extern {op} x{n}: {g.extern_reasons.get(op, '')}")
             if g.python_kernels:

@@ -7,7 +7,7 @@ same here, in ``options={"disable_passes": [...]}``, on the command line, and in
 from __future__ import annotations
 
 from . import (eliminate_common_subexpressions, eliminate_dead_code, fold_batchnorm,
-               fold_constants, fuse, plan_memory, simplify)
+               fold_constants, fuse, plan_memory, simplify, tile_attention)
 from .manager import PassFn, PassRecord, PassResult, run_pipeline
 
 PIPELINE: tuple[tuple[str, PassFn], ...] = (
@@ -16,6 +16,7 @@ PIPELINE: tuple[tuple[str, PassFn], ...] = (
     (fold_batchnorm.NAME, fold_batchnorm.run),
     (eliminate_common_subexpressions.NAME, eliminate_common_subexpressions.run),
     (eliminate_dead_code.NAME, eliminate_dead_code.run),
+    (tile_attention.NAME, tile_attention.run),
     (fuse.NAME, fuse.run),
     (plan_memory.NAME, plan_memory.run),
 )

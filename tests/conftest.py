@@ -7,6 +7,11 @@ import os
 os.environ.setdefault("EFFC_VERIFY", "1")
 
 import torch  # noqa: E402
+
+# Without CUDA, Triton kernels run under the interpreter. triton fixes the mode when it is first
+# imported (torch._dynamo imports it), so the variable is set here, before any test module loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(

@@ -62,7 +62,8 @@ def state(ctx: typer.Context) -> State:
 # Options several commands take, spelled once.
 TargetOpt = Annotated[str, typer.Option(
     "--target", metavar="c|triton|reference|auto",
-    help="Where the compiled model runs (c and triton are not available in this version).")]
+    help="Where the compiled model runs: c (CPU), triton (CUDA GPU, or the CPU under "
+         "TRITON_INTERPRET=1), reference (torch ops), auto.")]
 DisablePassOpt = Annotated[Optional[list[str]], typer.Option(
     "--disable-pass", metavar="NAME",
     help="Skip the pass NAME (repeatable; an unknown name lists the passes).")]

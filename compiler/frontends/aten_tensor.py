@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from effc.ir import DType, Op, TensorType, Value
+from effc.ir.types import dims_equal
 
 from .lowering import NOT_COMPUTED, Args, Converter, Lowering, Unsupported, dtype_arg, int_list
 
@@ -190,8 +191,11 @@ def _sdpa(cx: Lowering, a: Args, out: Sequence[TensorType]) -> Any:
     if mask is not None:
         ins.append(cx.tensor(mask))
     scale = a.get("scale")
+    # torch's CPU/GPU kernels take no enable_gqa flag: fewer K/V heads than Q heads is GQA
+    gqa = bool(a.get("enable_gqa", False)) or (
+        q.type.rank >= 3 and not dims_equal(q.type.shape[-3], k.type.shape[-3]))
     res = cx.op(Op.SDPA, ins, scale=None if scale is None else float(scale),
-                is_causal=bool(a.get("is_causal", False)), enable_gqa=bool(a.get("enable_gqa", False)))
+                is_causal=bool(a.get("is_causal", False)), enable_gqa=gqa)
     return (res,) + (NOT_COMPUTED,) * (len(out) - 1) if len(out) > 1 else res
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -132,16 +133,45 @@ def test_failure_mid_write_leaves_nothing(models: dict[str, Path], tmp_path: Pat
         assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_in_the_frontend_leaves_nothing(models: dict[str, Path], tmp_path: Path) -> None:
+def _no_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    import effc.backends.triton as triton_backend
+    monkeypatch.setattr(triton_backend, "triton_available", lambda: False)
+
+
+def test_failure_in_the_frontend_leaves_nothing(models: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_triton(monkeypatch)
     out = tmp_path / "new" / "x"
-    assert_user_error(effc("compile", models["mlp"], "-o", out, "--target", "triton"), "not available")
+    assert_user_error(effc("compile", models["mlp"], "-o", out, "--target", "triton"), "needs the triton package")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unavailable_targets(models: dict[str, Path], tmp_path: Path) -> None:
+def test_unavailable_targets(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_triton(monkeypatch)
     assert_user_error(effc("compile", models["mlp"], "-o", tmp_path / "o", "--target", "triton"),
-                      "target 'triton' is not available")
+                      "target 'triton' needs the triton package")
     assert not (tmp_path / "o").exists()
+
+
+def test_target_triton_writes_its_kernels_and_runs(models: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import torch
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    if not torch.cuda.is_available():   # tests/conftest.py set it before triton was imported
+        assert os.environ.get("TRITON_INTERPRET") == "1"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "t"
+    r = effc("compile", models["mlp"], "-o", out, "--target", "triton")
+    assert r.code == 0, r
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["target"] == "triton" and m["sources"]["files"], m["sources"]
+    assert all(f.endswith(".py") and "@triton.jit" in (out / "sources" / f).read_text()
+               for f in m["sources"]["files"])
+    r = effc("run", out, "--dim", "batch=3")
+    assert r.code == 0, r
 
 
 def test_target_c_writes_the_generated_source(models: dict[str, Path], tmp_path: Path) -> None:
