@@ -145,6 +145,15 @@ def prefill(args: argparse.Namespace, tma: bool = False) -> list[dict]:
             t, peak = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), args.reps)
         rows.append({"case": "prefill", "mode": mode, "impl": "torch-sdpa-flash", "seconds": t, "peak_gib": peak,
                      "tflops": flops / t / 1e12})
+        if DEV == "cuda" and not tma:   # torch's other fused backends, where this build has them
+            for label, backend in (("torch-sdpa-cudnn", "CUDNN_ATTENTION"), ("torch-sdpa-efficient", "EFFICIENT_ATTENTION")):
+                try:
+                    with torch.nn.attention.sdpa_kernel([getattr(torch.nn.attention.SDPBackend, backend)]):
+                        t, peak = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), args.reps)
+                    rows.append({"case": "prefill", "mode": mode, "impl": label, "seconds": t, "peak_gib": peak,
+                                 "tflops": flops / t / 1e12})
+                except Exception as e:  # noqa: BLE001 - a backend this build or GPU lacks
+                    rows.append({"case": "prefill", "mode": mode, "impl": label, "error": f"{type(e).__name__}: {e}"[:300]})
         if not tma:   # the naive baseline once is enough
             rows.append(naive_row(q, k, v, causal, want, flops, mode, args.reps))
         if DEV == "cuda":

@@ -115,7 +115,11 @@ def compile_imported(imported: Imported, options: Options, label: str,
         report.python_kernels = dict(program.fallbacks)
     if planned:
         report.memory = memory_summary(planned["plan"], planned["scratch"], hint_env)
-        report.peak_bytes = report.memory["arena"] + report.memory["scratch"]
+        # the C templates' own scratch (packing panels, attention blocks) after the plan's buffers
+        kernel_scratch = sympy.sympify(getattr(program, "scratch_bytes", 0)).xreplace(
+            {s: sympy.Integer(v) for s, v in hint_env.items()})
+        report.memory["kernel_scratch"] = int(kernel_scratch) if kernel_scratch.is_Integer else None
+        report.peak_bytes = report.memory["arena"] + report.memory["scratch"] + (report.memory["kernel_scratch"] or 0)
     else:
         report.peak_bytes = peak_bytes(graph, imported.hints)
     for n in all_nodes(graph):

@@ -112,6 +112,8 @@ class Explain:
             if g.memory:
                 m = g.memory
                 scratch = f" + {_human(m['scratch'])} tile scratch" if m["scratch"] else ""
+                if m.get("kernel_scratch"):
+                    scratch += f" + {_human(m['kernel_scratch'])} kernel scratch"
                 lines.append(f"  peak intermediate memory {_human(m['arena'])}{scratch} (planned arena, "
                              f"{m['strategy']}; {_human(m['naive'])} without reuse)")
             elif g.peak_bytes is not None:

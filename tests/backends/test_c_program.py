@@ -92,3 +92,17 @@ def test_target_c_through_effc_compile() -> None:
     assert g.target == "c" and g.python_kernels == {}
     with torch.no_grad():
         torch.testing.assert_close(c(x), m(x), rtol=1e-4, atol=1e-5)
+
+
+def test_explain_counts_the_kernels_scratch_in_peak_memory() -> None:
+    """The GEMM template's packing panels and the attention blocks live after the plan's
+    buffers: the report's peak adds them."""
+    def f(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v) @ v.transpose(-1, -2)
+    q, k, v = (torch.randn(1, 2, 64, 16) for _ in range(3))
+    c = effc.compile(f, (q, k, v), target="c")
+    assert_equivalent([c(q, k, v)], [f(q, k, v)], [f(q.double(), k.double(), v.double())])
+    (g,) = c.explain().graphs
+    assert g.memory["kernel_scratch"] and g.memory["kernel_scratch"] > 0
+    assert g.peak_bytes == g.memory["arena"] + g.memory["scratch"] + g.memory["kernel_scratch"]
+    assert "kernel scratch" in str(c.explain())
