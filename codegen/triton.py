@@ -32,9 +32,9 @@ triton_index.py); masks come from the symbolic extents and vanish where a static
 multiple of the block. Reductions are triton_reduce.py. Scalar math is triton_scalar.py.
 Matmul and convolution templates are triton_gemm.py and triton_conv.py, attention
 (``Template(op="node")`` over an SDPA node) triton_attention.py, all loaded lazily; the
-embedding lookup is triton_gather.py; other
-``Template(op="node")`` kernels and anything else no generator covers raise LoweringError,
-and the host runs them through the reference backend.
+embedding lookup is triton_gather.py and 2-d max/avg/adaptive avg pooling triton_pool.py,
+both loaded lazily too; other ``Template(op="node")`` kernels and anything else no generator
+covers raise LoweringError, and the host runs them through the reference backend.
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ def generate(kernel: Kernel, name: str, config: Any = None) -> TritonSource:
     if t is not None and t.op == "node" and t.node is not None and t.node.op is Op.EMBEDDING:
         from .triton_gather import generate_embedding
         return generate_embedding(kernel, name)
+    if t is not None and t.op == "node" and t.node is not None \
+            and t.node.op in (Op.MAX_POOL, Op.AVG_POOL, Op.ADAPTIVE_AVG_POOL):
+        from .triton_pool import generate_pool
+        return generate_pool(kernel, name, config)
     if t is not None and t.op == "node" and t.node is not None and t.node.op is Op.SDPA:
         return _template(kernel, name, config, "effc.codegen.triton_attention", "generate_attention", "attention")
     why = unsupported(kernel)

@@ -129,6 +129,21 @@ def test_small_conv_net() -> None:
     assert _python_kernels(c) == {}   # convolutions (templates), pooling and the head all generated
 
 
+def test_conv_net_with_pools() -> None:
+    """Max, avg and adaptive avg pools run as generated kernels (codegen/triton_pool.py)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2, 1),
+        torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.AvgPool2d(2, count_include_pad=False),
+        torch.nn.AdaptiveAvgPool2d((3, 2)), torch.nn.Flatten(), torch.nn.Linear(24, 5)).eval().to(DEVICE)
+    x = torch.randn(2, 3, 18, 17, device=DEVICE)
+    c = _compiled(m, (x,))
+    check_inference(m, c, (x,), context="convnet with pools")
+    ops = {k: v for g in c.explain().graphs for k, v in g.ops.items()}
+    assert all(ops.get(op) == 1 for op in ("max_pool", "avg_pool", "adaptive_avg_pool")), ops
+    assert _python_kernels(c) == {}
+
+
 class NormSoftmax(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
