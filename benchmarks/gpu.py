@@ -245,6 +245,42 @@ def _fmt(v: Any, spec: str, unit: str = "") -> str:
     return f"{v:{spec}}{unit}" if isinstance(v, (int, float)) else "failed"
 
 
+def bench_overhead(calls: int = 300) -> dict[str, Any]:
+    """Host time per call of a tiny model (two 64-wide fp16 linears, batch 1): what each
+    system's Python side costs when the GPU work is negligible. Wall time of ``calls`` calls
+    issued back to back, then one synchronize."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64)).half().cuda().eval()
+    x = torch.randn(1, 64, device="cuda", dtype=torch.float16)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        makers: dict[str, Callable[[], Callable[[], Any]]] = {
+            "eager": lambda: (lambda: m(x)),
+            "inductor": lambda: _compiled(torch.compile(m), (x,)),
+            "effc": lambda: _compiled(effc.compile(m, (x,), target="triton"), (x,)),
+            "effc_no_cuda_graph": lambda: _compiled(effc.compile(m, (x,), target="triton", cuda_graphs=False), (x,)),
+        }
+        for name, make in makers.items():
+            torch._dynamo.reset()
+            try:
+                fn = make()
+                for _ in range(20):
+                    fn()
+                torch.cuda.synchronize()
+                times = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    torch.cuda.synchronize()
+                    times.append((time.perf_counter() - t0) / calls * 1e6)
+                out[name] = {"us_per_call": statistics.median(times)}
+            except Exception as e:  # noqa: BLE001 - recorded; the others still run
+                out[name] = {"error": _error(e)}
+            print(f"  overhead {name}: {out[name]}", flush=True)
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"# GPU inference, {result['date']}", "",
              f"Device: {result['device']}; torch {result['torch']}; triton {result['triton']}; fp16; "
@@ -273,6 +309,10 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"\n{name}, kernels effc ran as torch ops: "
                          + "; ".join(f"{k}: {v}" for k, v in list(r["effc_python_kernel_reasons"].items())[:8]))
     ln = result.get("layer_norm")
+    oh = result.get("overhead")
+    if oh:
+        lines += ["", "Per-call host time of a tiny model (two 64-wide linears, batch 1): "
+                  + ", ".join(f"{k} {_fmt(v.get('us_per_call'), '.1f', ' us')}" for k, v in oh.items()) + "."]
     if ln:
         lines += ["", f"LayerNorm {ln['shape'][0]}x{ln['shape'][1]} fp16: bandwidth floor "
                   f"{ln['floor_ms'] * 1e3:.1f} us at the measured copy bandwidth {ln['copy_bandwidth_tb_s']:.2f} TB/s."]
@@ -287,7 +327,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--no-layer-norm", action="store_true")
+    ap.add_argument("--no-layer-norm", action="store_true", help="skip the layer-norm and per-call overhead figures")
     ap.add_argument("--autotune", action="store_true", help="effc measures its top launch configs")
     ap.add_argument("--batch", type=int, help="batch of gpt2 and bert (default 8 and 32)")
     ap.add_argument("--seq", type=int, help="sequence of gpt2 and bert (default 512 and 128)")
@@ -303,13 +343,16 @@ def main() -> None:
     result: dict[str, Any] = {"date": date, "device": device, "torch": torch.__version__,
                               "triton": triton.__version__, "runs": args.runs, "shapes": dict(SHAPES),
                               "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:]), "models": {}}
-    bad = [m for m in args.models.split(",") if m not in MODELS]
+    names = [m for m in args.models.split(",") if m]   # --models "": the kernel figures only
+    bad = [m for m in names if m not in MODELS]
     if bad:
         sys.exit(f"unknown models {bad}; choose from {', '.join(MODELS)}")
-    for name in args.models.split(","):
+    for name in names:
         print(f"{name} ...", flush=True)
         result["models"][name] = bench_model(name, args.runs, args.autotune)
     if not args.no_layer_norm:
+        print("per-call overhead ...", flush=True)
+        result["overhead"] = bench_overhead()
         print("layer_norm ...", flush=True)
         result["layer_norm"] = bench_layer_norm(args.runs)
     tag = "".join(c if c.isalnum() else "-" for c in device.lower().replace("nvidia ", ""))[:20]
