@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 from .triton_gemm_configs import gpu
 
-DECODE_PROGRAMS_PER_SM = 4
+DECODE_PROGRAMS_PER_SM = 8   # H200, 2026-12-02: 3 splits of an 8k cache (~6 per SM) reached 68-72% of
+#                              the copy bandwidth, 8 splits 83% (gpu_attention-2026-12-02-h200.md)
 MIN_BLOCKS_PER_SPLIT = 4
 MAX_SPLITS = 64
 PROGRAM_LATENCY = 2.0e-6   # seconds per program: Q load, first K/V tiles in flight, epilogue
