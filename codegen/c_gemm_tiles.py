@@ -61,13 +61,14 @@ def vector_width(flags: str | None = None) -> int:
     """float32 lanes per vector register on the host (or for ``flags``, a /proc/cpuinfo flags
     line): 16 with AVX-512F, 8 with AVX2, 4 otherwise (SSE / NEON)."""
     if flags is None:
-        flags = _host_flags()
+        flags = host_flags()
     words = set(flags.split())
     return 16 if "avx512f" in words else 8 if "avx2" in words else 4
 
 
 @functools.lru_cache(maxsize=1)
-def _host_flags() -> str:
+def host_flags() -> str:
+    """The host's /proc/cpuinfo flags line (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((ln for ln in f if ln.startswith("flags")), "")

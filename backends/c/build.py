@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effc.codegen.c_gemm_tiles import host_flags
 from effc.errors import CompileError
+
+from effc.backends.cache import cache_base, content_key, file_sha256, stamp_matches
 
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math",
               "-ffp-contract=off")
@@ -78,8 +80,7 @@ def compiler() -> str:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "effc" / "c"
+    return cache_base() / "c"
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,8 +91,7 @@ def toolchain(cc: str | None = None) -> Toolchain:
         raise CompileError(f"no C compiler: {cc!r} is not on PATH (set CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.strip()
     # the probe's verdict is kept on disk per compiler, version and CPU (-march=native)
-    key = hashlib.sha256("\0".join([shutil.which(cc) or cc, version, _cpu_flags(), *BASE_FLAGS,
-                                     *OPTIONAL_FLAGS, _PROBE]).encode()).hexdigest()[:32]
+    key = content_key(shutil.which(cc) or cc, version, host_flags(), *BASE_FLAGS, *OPTIONAL_FLAGS, _PROBE)[:32]
     memo = cache_root() / "toolchains" / f"{key}.json"
     try:
         kept, dropped = json.loads(memo.read_text())
@@ -116,14 +116,6 @@ def toolchain(cc: str | None = None) -> Toolchain:
     return Toolchain(cc, version, BASE_FLAGS + tuple(kept), tuple(dropped))
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln for ln in f if ln.startswith("flags")), "")
-    except OSError:
-        return ""
-
-
 def _compiles(cc: str, flags: list[str], src: Path) -> bool:
     out = src.with_suffix(".so")
     r = subprocess.run([cc, *flags, str(src), "-o", str(out)], capture_output=True, text=True)
@@ -140,23 +132,11 @@ def compiler_available() -> bool:
 
 
 def cache_key(source: str, tc: Toolchain) -> str:
-    h = hashlib.sha256()
-    for part in (tc.compiler, tc.version, " ".join(tc.flags), source):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return content_key(tc.compiler, tc.version, " ".join(tc.flags), source)
 
 
 def _valid(entry: Path) -> bool:
-    try:
-        stamp = json.loads((entry / "stamp.json").read_text())
-        return stamp["so_sha256"] == _sha256(entry / "lib.so")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return stamp_matches(entry, "so_sha256", "lib.so")
 
 
 def build(source: str, name: str, cache_dir: str | os.PathLike[str] | None = None) -> LoadedLibrary:
@@ -205,7 +185,7 @@ def _compile_entry(source: str, name: str, tc: Toolchain, root: Path, entry: Pat
             first = next((k for k, line in enumerate(lines) if "error" in line), 0)
             errors = lines[max(0, first - 1):]
             raise CompileError(f"{tc.compiler} failed to compile {path}:\n" + "\n".join(errors[:ERROR_LINES]))
-        stamp = {"name": name, "so_sha256": _sha256(so), "compiler": tc.compiler, "flags": list(tc.flags)}
+        stamp = {"name": name, "so_sha256": file_sha256(so), "compiler": tc.compiler, "flags": list(tc.flags)}
         (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
         try:
             os.replace(tmp, entry)

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+from effc.backends.cache import cache_base, content_key, file_sha256, stamp_matches
 from effc.codegen.triton_abi import TritonSource
 from effc.errors import CompileError
 
@@ -50,8 +50,7 @@ class LoadedKernel:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "effc" / "triton"
+    return cache_base() / "triton"
 
 
 def triton_version() -> str:
@@ -60,23 +59,11 @@ def triton_version() -> str:
 
 
 def cache_key(source: str) -> str:
-    h = hashlib.sha256()
-    for part in (triton_version(), source):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return content_key(triton_version(), source)
 
 
 def _valid(entry: Path) -> bool:
-    try:
-        stamp = json.loads((entry / "stamp.json").read_text())
-        return stamp["sha256"] == _sha256(entry / "kernel.py")
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return stamp_matches(entry, "sha256", "kernel.py")
 
 
 def load(src: TritonSource, cache_dir: str | os.PathLike[str] | None = None) -> LoadedKernel:
@@ -143,7 +130,7 @@ def _write(src: TritonSource, root: Path, entry: Path) -> None:
     try:
         path = tmp / "kernel.py"
         path.write_text(src.source)
-        stamp = {"name": src.name, "sha256": _sha256(path), "triton": triton_version()}
+        stamp = {"name": src.name, "sha256": file_sha256(path), "triton": triton_version()}
         (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
         try:
             os.replace(tmp, entry)
