@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 
 def cache_base() -> Path:
@@ -37,3 +40,36 @@ def stamp_matches(entry: Path, field: str, artifact: str) -> bool:
         return stamp[field] == file_sha256(entry / artifact)
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def discard(entry: Path, root: Path) -> None:
+    """Move a bad entry out of the way (atomically), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
+    try:
+        os.replace(entry, trash / "entry")
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def staging(root: Path, label: str) -> Path:
+    """A new temporary folder beside the entries, where an entry is built before ``publish``."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)[:40]
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{safe}-", dir=root))
+
+
+def publish(tmp: Path, entry: Path, root: Path, stamp: dict[str, Any], valid: Callable[[Path], bool]) -> None:
+    """Write ``stamp.json`` into the built folder ``tmp`` and rename it to ``entry``: readers see
+    a whole entry or none. Where another process placed the entry first, theirs is kept if
+    ``valid``, else replaced. ``tmp`` is gone afterwards either way."""
+    try:
+        (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if not valid(entry):
+                discard(entry, root)
+                os.replace(tmp, entry)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

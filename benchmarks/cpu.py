@@ -58,20 +58,6 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]
     "resnet-50": resnet50, "mobilenetv2": models.mobilenet_v2}
 
 
-class Plain(torch.nn.Module):
-    """A model's first output as one tensor (what every system is compared on)."""
-
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        out = self.m(*args)
-        if hasattr(out, "last_hidden_state"):
-            return out.last_hidden_state
-        return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def interleaved_medians(systems: dict[str, Callable[[], Any]], runs: int, warmup: int = 3) -> dict[str, float]:
     """Median seconds per system, timed in rounds (one call of each system per round, in
     turn), so that a change in the machine's load hits every system alike."""
@@ -103,7 +89,7 @@ def onnxruntime_runner(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -
 
 def bench_model(name: str, runs: int) -> dict[str, Any]:
     model, args = MODELS[name]()
-    model = Plain(model).eval()
+    model = models.Plain(model).eval()
     row: dict[str, Any] = {"systems": {}}
     with torch.no_grad():
         want = model(*args)

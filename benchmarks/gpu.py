@@ -36,6 +36,7 @@ sys.path.insert(0, HERE)
 import torch  # noqa: E402
 
 import effc  # noqa: E402
+import models  # noqa: E402
 from results_io import RESULTS, write_results  # noqa: E402
 
 Model = tuple[torch.nn.Module, tuple[torch.Tensor, ...]]
@@ -76,20 +77,6 @@ MODELS: dict[str, Callable[[], Model]] = {"gpt2": gpt2, "bert": bert, "resnet50"
                                           "mobilenetv3": mobilenetv3}
 
 
-class Plain(torch.nn.Module):
-    """A model's first output as one tensor (what every system is compared on)."""
-
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        out = self.m(*args)
-        if hasattr(out, "last_hidden_state"):
-            return out.last_hidden_state
-        return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
     """Median milliseconds of ``fn`` over ``runs`` calls, each timed by CUDA events."""
     for _ in range(warmup):
@@ -126,7 +113,7 @@ def bench_model(name: str, runs: int, autotune: bool) -> dict[str, Any]:
         model, args = MODELS[name]()
     except Exception as e:  # noqa: BLE001 - a missing package (torchvision): recorded, the run goes on
         return {"systems": {}, "error": _error(e)}
-    model = Plain(model).eval().half().cuda()
+    model = models.Plain(model).eval().half().cuda()
     args = tuple(a.half().cuda() if a.is_floating_point() else a.cuda() for a in args)
     row: dict[str, Any] = {"systems": {}}
     with torch.no_grad():

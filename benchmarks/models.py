@@ -87,3 +87,17 @@ def mobilenet_v2(size: int = 224) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 TORCH_MODELS: dict[str, Any] = {"gpt2-small": gpt2_small, "bert-base": bert_base,
                                 "mobilenetv2": mobilenet_v2}
+
+
+class Plain(nn.Module):
+    """A model's first output as one tensor (what every system is compared on)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        out = self.m(*args)
+        if hasattr(out, "last_hidden_state"):
+            return out.last_hidden_state
+        return out[0] if isinstance(out, (tuple, list)) else out

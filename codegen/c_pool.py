@@ -38,12 +38,13 @@ from effc.ir.kernel import Kernel
 from .c_abi import buffer_params, c_expr, c_type, kernel_signature, size_locals, size_name
 from .c_loops import PARALLEL_MIN
 
-__all__ = ["pool_function"]
+__all__ = ["pool_function", "int_pair"]
 
 _DTYPES = (DType.F32, DType.F64)
 
 
-def _pair(v: Any) -> tuple[int, int] | None:
+def int_pair(v: Any) -> tuple[int, int] | None:
+    """A pooling attribute (one int or two) as (rows, columns); None when it is neither."""
     if isinstance(v, int) and not isinstance(v, bool):
         return (v, v)
     try:
@@ -81,13 +82,13 @@ def pool_function(kernel: Kernel, symbols: Iterable[sympy.Symbol]) -> str | None
     params = buffer_params(kernel)
     ctx = dict(T=T, X=params[x.name], Y=params[y.name], N=N, C=C, H=H, W=W, OH=OH, OW=OW)
     if node.op is Op.ADAPTIVE_AVG_POOL:
-        out = _pair(a.get("output_size"))
+        out = int_pair(a.get("output_size"))
         if out is None:
             return None
         body = _adaptive(ctx, out)
     else:
-        k, s, p = _pair(a.get("kernel")), _pair(a.get("stride")), _pair(a.get("padding"))
-        d = _pair(a.get("dilation", (1, 1))) if node.op is Op.MAX_POOL else (1, 1)
+        k, s, p = int_pair(a.get("kernel")), int_pair(a.get("stride")), int_pair(a.get("padding"))
+        d = int_pair(a.get("dilation", (1, 1))) if node.op is Op.MAX_POOL else (1, 1)
         if k is None or s is None or p is None or d is None:
             return None
         if min(k + s + d) < 1 or min(p) < 0:

@@ -51,6 +51,7 @@ import sympy
 from effc.ir import DType, Op
 from effc.ir.kernel import Kernel, LoweringError
 
+from .c_pool import int_pair
 from .triton_abi import INT32_LIMIT, TritonConfig, TritonSource, kernel_name, py_ident, size_symbols, tl_dtype
 from .triton_index import PythonPrinter
 
@@ -64,18 +65,6 @@ BLOCK = 256              # output elements per program of a windowed pool
 ROWS_X_COLS = 2048       # a global pool's block: XBLOCK * RBLOCK elements per step
 RBLOCK_MAX = 1024
 EXTENTS = ("NC", "H", "W", "OH", "OW")
-
-
-def _pair(v: Any) -> tuple[int, int] | None:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
-    try:
-        t = tuple(v)
-    except TypeError:
-        return None
-    if len(t) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in t):
-        return None
-    return (int(t[0]), int(t[1]))
 
 
 def generate_pool(kernel: Kernel, name: str, config: Any = None) -> TritonSource:
@@ -97,7 +86,7 @@ def generate_pool(kernel: Kernel, name: str, config: Any = None) -> TritonSource
         raise LoweringError(f"kernel {kernel.name}: a 2-d pool needs an input of rank 3 or more")
     a = node.attrs
     if node.op is Op.ADAPTIVE_AVG_POOL:
-        out = _pair(a.get("output_size"))
+        out = int_pair(a.get("output_size"))
         if out is None or len(tuple(a["output_size"])) != 2 or min(out) < 1:
             raise LoweringError(f"kernel {kernel.name}: only 2-d adaptive pools have a Triton form")
         window = None
@@ -105,8 +94,8 @@ def generate_pool(kernel: Kernel, name: str, config: Any = None) -> TritonSource
         raw = [a.get(n) for n in ("kernel", "stride", "padding")]
         if not all(isinstance(v, (tuple, list)) and len(v) == 2 for v in raw):
             raise LoweringError(f"kernel {kernel.name}: only 2-d pools have a Triton form")
-        k, s, p = (_pair(v) for v in raw)
-        d = _pair(a.get("dilation", (1, 1))) if node.op is Op.MAX_POOL else (1, 1)
+        k, s, p = (int_pair(v) for v in raw)
+        d = int_pair(a.get("dilation", (1, 1))) if node.op is Op.MAX_POOL else (1, 1)
         if k is None or s is None or p is None or d is None or min(k + s + d) < 1 or min(p) < 0:
             raise LoweringError(f"kernel {kernel.name}: pool attributes {dict(a)} are not positive pairs")
         div = a.get("divisor_override")

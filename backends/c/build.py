@@ -38,7 +38,7 @@ from typing import Any
 from effc.codegen.c_gemm_tiles import host_flags
 from effc.errors import CompileError
 
-from effc.backends.cache import cache_base, content_key, file_sha256, stamp_matches
+from effc.backends.cache import cache_base, content_key, discard, file_sha256, publish, stamp_matches, staging
 
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math",
               "-ffp-contract=off")
@@ -151,24 +151,13 @@ def build(source: str, name: str, cache_dir: str | os.PathLike[str] | None = Non
     hit = _valid(entry)
     if not hit:
         if entry.exists():
-            _discard(entry, root)
+            discard(entry, root)
         _compile_entry(source, name, tc, root, entry)
     return LoadedLibrary(entry / "lib.so", entry / "model.c", hit, tc, ctypes.CDLL(str(entry / "lib.so")))
 
 
-def _discard(entry: Path, root: Path) -> None:
-    """Move a bad entry out of the way (atomically), then delete it."""
-    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
-    try:
-        os.replace(entry, trash / "entry")
-    except FileNotFoundError:
-        pass
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def _compile_entry(source: str, name: str, tc: Toolchain, root: Path, entry: Path) -> None:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{safe}-", dir=root))
+    tmp = staging(root, name)
     try:
         src = tmp / "model.c"
         src.write_text(source)
@@ -185,14 +174,8 @@ def _compile_entry(source: str, name: str, tc: Toolchain, root: Path, entry: Pat
             first = next((k for k, line in enumerate(lines) if "error" in line), 0)
             errors = lines[max(0, first - 1):]
             raise CompileError(f"{tc.compiler} failed to compile {path}:\n" + "\n".join(errors[:ERROR_LINES]))
-        stamp = {"name": name, "so_sha256": file_sha256(so), "compiler": tc.compiler, "flags": list(tc.flags)}
-        (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process placed the entry first: keep theirs if it is whole
-            if not _valid(entry):
-                _discard(entry, root)
-                os.replace(tmp, entry)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, entry, root, {"name": name, "so_sha256": file_sha256(so), "compiler": tc.compiler,
+                               "flags": list(tc.flags)}, _valid)

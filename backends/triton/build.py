@@ -22,18 +22,16 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from effc.backends.cache import cache_base, content_key, file_sha256, stamp_matches
+from effc.backends.cache import cache_base, content_key, discard, file_sha256, publish, stamp_matches, staging
 from effc.codegen.triton_abi import TritonSource
 from effc.errors import CompileError
 
@@ -84,7 +82,7 @@ def load(src: TritonSource, cache_dir: str | os.PathLike[str] | None = None) -> 
         try:
             mod = _import(mode, entry / "kernel.py")
         except Exception as first:  # noqa: BLE001 - a damaged entry is rewritten once, then reported
-            _discard(entry, root)
+            discard(entry, root)
             _write(src, root, entry)
             hit = False
             try:
@@ -111,33 +109,15 @@ def _import(mode: str, path: Path) -> ModuleType:
     return mod
 
 
-def _discard(entry: Path, root: Path) -> None:
-    """Move a bad entry out of the way (atomically), then delete it."""
-    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
-    try:
-        os.replace(entry, trash / "entry")
-    except FileNotFoundError:
-        pass
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def _write(src: TritonSource, root: Path, entry: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     if entry.exists():
-        _discard(entry, root)
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in src.name)[:40]
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{safe}-", dir=root))
+        discard(entry, root)
+    tmp = staging(root, src.name)
+    path = tmp / "kernel.py"
     try:
-        path = tmp / "kernel.py"
         path.write_text(src.source)
-        stamp = {"name": src.name, "sha256": file_sha256(path), "triton": triton_version()}
-        (tmp / "stamp.json").write_text(json.dumps(stamp, indent=1))
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process placed the entry first: keep theirs if it is whole
-            if not _valid(entry):
-                _discard(entry, root)
-                os.replace(tmp, entry)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish(tmp, entry, root, {"name": src.name, "sha256": file_sha256(path), "triton": triton_version()}, _valid)
