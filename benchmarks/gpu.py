@@ -108,7 +108,21 @@ def _effc_counts(compiled: Any) -> dict[str, Any]:
             "effc_python_kernel_reasons": dict(list(fell.items())[:20])}
 
 
-def bench_model(name: str, runs: int, autotune: bool) -> dict[str, Any]:
+def kernel_profile(fn: Callable[[], Any], calls: int = 5, top: int = 12) -> list[dict[str, Any]]:
+    """The GPU kernels of ``calls`` calls under torch.profiler, most device time first: name,
+    launches per call and microseconds per call (where a compiled model spends its time)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda e: -e.device_time_total)
+    return [{"kernel": e.key[:90], "launches": e.count / calls, "us": e.device_time_total / calls}
+            for e in rows[:top]]
+
+
+def bench_model(name: str, runs: int, autotune: bool, profile: bool = False) -> dict[str, Any]:
     try:
         model, args = MODELS[name]()
     except Exception as e:  # noqa: BLE001 - a missing package (torchvision): recorded, the run goes on
@@ -119,6 +133,7 @@ def bench_model(name: str, runs: int, autotune: bool) -> dict[str, Any]:
     with torch.no_grad():
         want = model(*args).float()
         scale = float(want.abs().max()) or 1.0
+        row["output_max_abs"] = float(want.abs().max())   # 0: an all-zero output checks nothing
         builders: dict[str, Callable[[], Callable[[], Any]]] = {
             "eager": lambda: (lambda: model(*args)),
             "inductor": lambda: _compiled(torch.compile(model), args),
@@ -137,6 +152,8 @@ def bench_model(name: str, runs: int, autotune: bool) -> dict[str, Any]:
                 entry["max_abs_diff"] = float((out - want).abs().max())
                 entry["max_rel_diff"] = entry["max_abs_diff"] / scale
                 entry["median_ms"] = median_ms(fn, runs)
+                if profile:
+                    entry["profile"] = kernel_profile(fn)
             except Exception as e:  # noqa: BLE001 - recorded; the other systems still run
                 entry["error"] = _error(e)
                 traceback.print_exc()
@@ -228,6 +245,13 @@ def _effc_layer_norm_kernel(ln: torch.nn.LayerNorm, x: torch.Tensor) -> Callable
     return run
 
 
+def _version(package: str) -> str | None:
+    try:
+        return __import__(package).__version__
+    except ImportError:
+        return None
+
+
 def _fmt(v: Any, spec: str, unit: str = "") -> str:
     return f"{v:{spec}}{unit}" if isinstance(v, (int, float)) else "failed"
 
@@ -270,7 +294,8 @@ def bench_overhead(calls: int = 300) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"# GPU inference, {result['date']}", "",
-             f"Device: {result['device']}; torch {result['torch']}; triton {result['triton']}; fp16; "
+             f"Device: {result['device']}; torch {result['torch']}; triton {result['triton']}; "
+             f"transformers {result.get('transformers')}; fp16; "
              f"medians of {result['runs']} CUDA-event-timed calls.", f"Reproduce: `{result['command']}`", "",
              "| model | eager | inductor | effc (triton) | inductor / eager | effc / eager | effc / inductor | "
              "compile inductor / effc | effc kernels | fell back to torch | effc max rel diff |",
@@ -295,6 +320,12 @@ def markdown(result: dict[str, Any]) -> str:
         if r.get("effc_python_kernel_reasons"):
             lines.append(f"\n{name}, kernels effc ran as torch ops: "
                          + "; ".join(f"{k}: {v}" for k, v in list(r["effc_python_kernel_reasons"].items())[:8]))
+    for name, r in result["models"].items():
+        for sys_name, s in r["systems"].items():
+            if s.get("profile"):
+                lines += ["", f"{name}, {sys_name}: costliest GPU kernels per call", "",
+                          "| kernel | launches | us |", "|---|---|---|"]
+                lines += [f"| `{k['kernel']}` | {k['launches']:g} | {k['us']:.0f} |" for k in s["profile"]]
     ln = result.get("layer_norm")
     oh = result.get("overhead")
     if oh:
@@ -318,6 +349,7 @@ def main() -> None:
     ap.add_argument("--autotune", action="store_true", help="effc measures its top launch configs")
     ap.add_argument("--batch", type=int, help="batch of gpt2 and bert (default 8 and 32)")
     ap.add_argument("--seq", type=int, help="sequence of gpt2 and bert (default 512 and 128)")
+    ap.add_argument("--profile", action="store_true", help="also list each system's costliest GPU kernels")
     ap.add_argument("--out", help="the JSON path (markdown beside it)")
     args = ap.parse_args()
     for k, (b, n) in SHAPES.items():
@@ -328,7 +360,8 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     device = torch.cuda.get_device_name(0)
     result: dict[str, Any] = {"date": date, "device": device, "torch": torch.__version__,
-                              "triton": triton.__version__, "runs": args.runs, "shapes": dict(SHAPES),
+                              "triton": triton.__version__,
+                              "transformers": _version("transformers"), "runs": args.runs, "shapes": dict(SHAPES),
                               "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:]), "models": {}}
     names = [m for m in args.models.split(",") if m]   # --models "": the kernel figures only
     bad = [m for m in names if m not in MODELS]
@@ -336,7 +369,7 @@ def main() -> None:
         sys.exit(f"unknown models {bad}; choose from {', '.join(MODELS)}")
     for name in names:
         print(f"{name} ...", flush=True)
-        result["models"][name] = bench_model(name, args.runs, args.autotune)
+        result["models"][name] = bench_model(name, args.runs, args.autotune, args.profile)
     if not args.no_layer_norm:
         print("per-call overhead ...", flush=True)
         result["overhead"] = bench_overhead()

@@ -218,6 +218,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="three matmuls and two convolutions")
     ap.add_argument("--peak", type=float, default=790e12, help="dense fp16/bf16 ceiling, FLOP/s")
     ap.add_argument("--skip-conv", action="store_true")
+    ap.add_argument("--skip-matmul", action="store_true")
     args = ap.parse_args()
     if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("gpu_kernels.py needs a CUDA GPU and TRITON_INTERPRET unset")
@@ -231,7 +232,7 @@ def main() -> None:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for case in (QUICK_MATMULS if args.quick else MATMULS):
+        for case in () if args.skip_matmul else (QUICK_MATMULS if args.quick else MATMULS):
             result["matmul"].append(run_matmul(*case, args.topk, tmp, args.peak))
             print(json.dumps({k: v for k, v in result["matmul"][-1].items() if k != "variants"}), flush=True)
         if not args.skip_conv:

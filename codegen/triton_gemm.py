@@ -116,6 +116,20 @@ def problem(kernel: Kernel, form: GemmForm, allow_tf32: bool,
                        tensor_cores=d in (DType.F16, DType.BF16) or (d is DType.F32 and allow_tf32))
 
 
+def _accumulate(d: DType, prec: str) -> str:
+    """One K step into ``acc`` [Note: float64 GEMM tiles]."""
+    if d is DType.F64:
+        return "acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)"
+    return f"acc = tl.dot(a, b, acc{prec})"
+
+
+# Note: float64 GEMM tiles
+# tl.dot takes float64 operands in some Triton releases only (3.9's interpreter does, 3.6's
+# compiler for sm90 rejects them), so float64 tiles are multiplied out by broadcasting and
+# summed over K on the FMA units. The outer product lives in registers, which is why float64
+# problems get the small FLOAT64_CONFIGS (costmodel/triton_gemm_configs.py).
+
+
 def _even(e: sympy.Expr, block: int) -> bool:
     return bool(e.is_Integer) and int(e) % block == 0
 
@@ -293,7 +307,7 @@ def gemm_source(kernel: Kernel, name: str, form: GemmForm, config: GemmConfig | 
         casts += ["if INTERPRETED:", "    a = a.to(tl.float32)", "    b = b.to(tl.float32)"]
     p.emit(*a_before, *b_before, f"acc = tl.zeros((BLOCK_M, BLOCK_N), dtype={acc_t})",
            *loop,
-           *("    " + x for x in a_body + b_body + casts), f"    acc = tl.dot(a, b, acc{prec})")
+           *("    " + x for x in a_body + b_body + casts), "    " + _accumulate(d, prec))
     conds = ([] if even_m else ["(rm < M)[:, None]"]) + ([] if even_n else ["(rn < N)[None, :]"])
     epi = Epilogue(kernel, p.printer, p.dims, ("m", "n"), "(BLOCK_M, BLOCK_N)", p.params,
                    " & ".join(conds) or None, dict(form.subst))

@@ -16,7 +16,7 @@ A mask is *causal* when query i keeps exactly the keys j <= i, with as many quer
 ``is_causal=True`` and no mask. Recognised:
 - a constant (folded from a static-shape ``triu``/``tril``/``arange`` mask): bool equal to the
   lower triangle in every batch slice, or float 0 there and vanishing above;
-- a mask built from ``arange`` comparisons (dynamic shapes), read as an integer inequality in
+- a mask built from ``arange`` comparisons (folded into constants or not), read as an integer inequality in
   the query position i (axis -2) and key position j (axis -1): ``le(j, i)``, ``ge(i, j)``,
   ``lt(j, i + 1)``, ``not(gt(j, i))``, ``sub(j, i) < 1`` and so on, possibly and-ed with an
   all-true ``full`` (torch's ``triu`` decomposition), or such a bool turned into a float
@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from effc.ir import Graph, Node, Op, Value
+from effc.ir import DType, Graph, Node, Op, Value
 from effc.ir.types import Dim, dims_equal, normalize_axis
 
 # A fill at or below this makes a masked key's weight exactly 0 (see the note above).
@@ -53,9 +53,22 @@ def uniform(graph: Graph, v: Value) -> float | None:
         if t.numel() == 0 or not bool((t == t[0]).all()):
             return None
         return float(t[0])
-    if n.op is Op.CAST and n.inputs[0].type.dtype.is_float and n.output.type.dtype.is_float:
-        return uniform(graph, n.inputs[0])  # a scale literal cast between float widths
+    if n.op in UNIFORM_VIEWS:   # an expanded all-true padding mask, a reshaped scale
+        return uniform(graph, n.inputs[0])
+    if n.op is Op.CAST:
+        x = uniform(graph, n.inputs[0])
+        if x is None or n.output.type.dtype.is_float or math.isnan(x):
+            return x
+        return float(x != 0) if n.output.type.dtype is DType.BOOL else float(math.trunc(x)) \
+            if math.isfinite(x) else None
+    if n.op is Op.WHERE:   # where(all-true, 0, fill): HF's additive mask of a padding mask of ones
+        c = uniform(graph, n.inputs[0])
+        return None if c is None else uniform(graph, n.inputs[1 if c else 2])
     return None
+
+
+# Views whose every element is one of the input's: a uniform input gives a uniform output.
+UNIFORM_VIEWS = frozenset({Op.RESHAPE, Op.EXPAND, Op.PERMUTE, Op.SQUEEZE, Op.UNSQUEEZE, Op.SLICE})
 
 
 def vanishes(fill: float) -> bool:
@@ -168,7 +181,9 @@ def _affine(graph: Graph, v: Value) -> Affine | None:
     if n.op is Op.ARANGE:
         start, step = n.attrs["start"], n.attrs["step"]
         return {-1: step, 0: start} if isinstance(start, int) and isinstance(step, int) else None
-    if n.op is Op.FULL or n.op is Op.CONSTANT:
+    if n.op is Op.CONSTANT:
+        return _affine_constant(graph.constant(n))
+    if n.op is Op.FULL:
         c = uniform(graph, v)
         return {0: int(c)} if c is not None and math.isfinite(c) and c == int(c) else None
     if n.op in (Op.ADD, Op.SUB):
@@ -189,6 +204,21 @@ def _affine(graph: Graph, v: Value) -> Affine | None:
         inner = _affine(graph, n.inputs[0])
         return None if inner is None else _remap(inner, n)
     return None
+
+
+def _affine_constant(t: torch.Tensor) -> Affine | None:
+    """An integer constant stepping evenly along at most one axis: a folded ``arange`` (static
+    shapes fold the position ranges of HF's causal masks), or one value."""
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.numel() == 0:
+        return None
+    axes = [a for a in range(t.dim()) if t.shape[a] > 1]
+    line = t.reshape(-1).long()
+    if not axes:
+        return {0: int(line[0])}
+    start, step = int(line[0]), int(line[1] - line[0])
+    if len(axes) != 1 or not torch.equal(line, start + step * torch.arange(line.numel())):
+        return None
+    return {0: start, axes[0] - t.dim(): step}
 
 
 def _remap(e: Affine, n: Node) -> Affine | None:

@@ -32,6 +32,7 @@ weights the model also returns (``output_attentions``) must exist, so are not re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -86,7 +87,7 @@ def match(graph: Graph, out: Node, users: Mapping[Value, list[Node]]) -> Match |
         return None
     inner = {out}
     w = _weights(out.inputs[0], inner)
-    found = _softmax(w, inner)
+    found = _softmax(graph, w, inner)
     if found is None:
         return None
     try:
@@ -104,6 +105,7 @@ def _attention(graph: Graph, out: Node, logits: Value, how: str, inner: set[Node
     terms: list[Term] = []
     at: list[str] = []
     mm, scale = _scores(graph, logits, Scale(), terms, inner, at, reshaped=False)
+    terms = [t for t in terms if not inert(graph, t.value, t.bias, t.negate)]
     batch = frame[:-2]
     for t in terms:
         if depends(t.value, mm):
@@ -161,11 +163,19 @@ def _weights(p: Value, inner: set[Node]) -> Value:
     return p
 
 
-def _softmax(w: Value, inner: set[Node]) -> tuple[Value, str] | str | None:
+def _softmax(graph: Graph, w: Value, inner: set[Node]) -> tuple[Value, str] | str | None:
     n = w.node
     if n is None:
         return None
     last = w.type.rank - 1
+    safe = _safe(graph, n)
+    if safe is not None:
+        p, parts = safe
+        found = _softmax(graph, p, inner)
+        if isinstance(found, tuple):
+            inner |= {n, *parts}
+            return found[0], "safe softmax"
+        return found
     if n.op is Op.SOFTMAX:
         dim = normalize_axis(n.attrs["dim"], w.type.rank)
         if dim != last:
@@ -191,6 +201,50 @@ def _softmax(w: Value, inner: set[Node]) -> tuple[Value, str] | str | None:
         inner |= {sub, mx}
         return sub.inputs[0], "decomposed softmax"
     return x, "decomposed softmax without max subtraction"
+
+
+def _safe(graph: Graph, n: Node) -> tuple[Value, list[Node]] | None:
+    """The softmax of torch's ``_safe_softmax`` (its decomposition, which the math backend of
+    scaled_dot_product_attention traces to): ``where(all(x == -inf, -1), 0, softmax(x))``, also
+    with ``all`` as ``not(any(not(...)))``. Rows that keep no key give 0, as the attention op
+    does ([Note: attention masks]), so the ``where`` goes with the rest of the pattern."""
+    if n.op is not Op.WHERE or uniform(graph, n.inputs[1]) != 0.0:
+        return None
+    cond, p = n.inputs[0], n.inputs[2]
+    if p.node is None or p.node.op is not Op.SOFTMAX:
+        return None
+    parts = _all_minus_inf(graph, cond, p.node.inputs[0], normalize_axis(p.node.attrs["dim"], p.type.rank))
+    return None if parts is None else (p, parts)
+
+
+def _all_minus_inf(graph: Graph, cond: Value, x: Value, axis: int) -> list[Node] | None:
+    """The nodes of ``all(x == -inf, dim=axis, keepdim=True)`` (or ``not any(x != -inf)``)."""
+    def eq_inf(v: Value, want: Op) -> Node | None:
+        e = v.node
+        if e is not None and e.op is want and e.inputs[0] is x and uniform(graph, e.inputs[1]) == -math.inf:
+            return e
+        return None
+
+    def over_axis(r: Node) -> bool:
+        return [normalize_axis(d, r.inputs[0].type.rank) for d in r.attrs["dims"]] == [axis] and r.attrs["keepdim"]
+
+    a = cond.node
+    if a is not None and a.op is Op.ALL and over_axis(a):
+        e = eq_inf(a.inputs[0], Op.EQ)
+        return None if e is None else [a, e]
+    if a is None or a.op is not Op.LOGICAL_NOT or a.inputs[0].node is None:
+        return None
+    any_ = a.inputs[0].node
+    if any_.op is not Op.ANY or not over_axis(any_) or any_.inputs[0].node is None:
+        return None
+    inner = any_.inputs[0].node
+    if inner.op is Op.NE:
+        e = eq_inf(any_.inputs[0], Op.NE)
+        return None if e is None else [a, any_, e]
+    if inner.op is Op.LOGICAL_NOT:
+        e = eq_inf(inner.inputs[0], Op.EQ)
+        return None if e is None else [a, any_, inner, e]
+    return None
 
 
 def _quotient(n: Node) -> tuple[Value | None, Value | None, Node | None]:
@@ -302,6 +356,13 @@ def _masked(graph: Graph, n: Node, a: Scale, terms: list[Term], inner: set[Node]
         terms.append(Term(cond, False, negate=negate))
         return _scores(graph, x, a, terms, inner, at, reshaped=False)
     raise Miss("the where picks between two tensors, not scores and a fill value")
+
+
+def inert(graph: Graph, mask: Value, bias: bool, negate: bool = False) -> bool:
+    """A mask known at compile time to change nothing: an additive one of zeros, a keep-mask
+    of all True (HF's masks of a padding mask of ones, built while tracing)."""
+    value = uniform(graph, mask)
+    return value is not None and value == (0.0 if bias or negate else 1.0)
 
 
 def _widened(x: Value, out: Value) -> bool:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from effc.ir import DType, Graph, GraphBuilder, Node, Op, Value
+from effc.ir.ops import Family
 from effc.ir.rewrite import Rewriter
-from effc.ir.types import TensorType, normalize_axis
+from effc.ir.types import TensorType, dims_equal, normalize_axis
 from effc.options import Options
 
 from .manager import PassResult
@@ -301,6 +302,61 @@ def _pow_scalar(s: Site) -> Value | str | None:
     return sq if value == 2 else s.b.op(Op.MUL, [sq, x])
 
 
+_POINTWISE = (Family.UNARY, Family.BINARY, Family.COMPARE, Family.TERNARY, Family.CAST)
+
+
+def _sink_reshape(s: Site) -> Value | str | None:
+    # f(reshape(x), y, ...) -> reshape(f(x, y', ...))   for point-wise f and a reshape that only
+    # regroups the leading axes (the last kept) of a matmul's result or of such a point-wise
+    # chain; each other operand a rank-0 value, a row broadcast along the last axis, or a tensor
+    # of the result's shape (y' = y viewed in x's shape). Element (m, n) of x meets the same
+    # elements either way; the point-wise work lands next to the matmul, where fuse can make it
+    # the epilogue (torch.compile's Linear on [B, S, K] is addmm on [B*S, K] and a reshape).
+    if s.node.op.family not in _POINTWISE:
+        return None
+    out = s.out.shape
+    at = next((i for i, v in enumerate(s.ins) if _regrouped(v, out)), None)
+    if at is None:
+        return None
+    x = s.ins[at].node.inputs[0]   # type: ignore[union-attr]
+    ins: list[Value] = []
+    for i, v in enumerate(s.ins):
+        if i == at:
+            ins.append(x)
+        elif v.type.rank == 0:
+            ins.append(v)
+        elif v.type.dtype is not x.type.dtype and not (s.node.op is Op.WHERE and i == 0):
+            return None   # a broadcast operand of another dtype: promotion could depend on its rank
+        elif all(_is_one(d) for d in v.type.shape[:-1]) and (_is_one(v.type.shape[-1])
+                                                             or dims_equal(v.type.shape[-1], out[-1])):
+            ins.append(v if v.type.rank <= x.type.rank else s.b.op(Op.RESHAPE, [v], shape=[v.type.shape[-1]]))
+        elif len(v.type.shape) == len(out) and all(dims_equal(a, b) for a, b in zip(v.type.shape, out)):
+            src = _producer(v, Op.RESHAPE)
+            same = src is not None and src.inputs[0].type.shape == x.type.shape
+            ins.append(src.inputs[0] if same else s.b.op(Op.RESHAPE, [v], shape=list(x.type.shape)))  # type: ignore[union-attr]
+        else:
+            return None
+    inner = s.b.op(s.node.op, ins, **s.attrs)
+    return s.b.op(Op.RESHAPE, [inner], shape=list(out))
+
+
+def _regrouped(v: Value, out: Sequence[Any]) -> bool:
+    """``v`` is a reshape to ``out`` of a matmul's (or a point-wise node's) result that keeps
+    its last axis and regroups the ones before it."""
+    r = _producer(v, Op.RESHAPE)
+    if r is None or len(v.type.shape) != len(out) or not all(dims_equal(a, b) for a, b in zip(v.type.shape, out)):
+        return False
+    x = r.inputs[0]
+    if x.node is None or x.node.op.family not in (Family.MATMUL, *_POINTWISE) or x.type.rank == 0 \
+            or not dims_equal(x.type.shape[-1], out[-1]):
+        return False
+    return x.type.dtype is v.type.dtype
+
+
+def _is_one(d: Any) -> bool:
+    return isinstance(d, int) and d == 1
+
+
 def _rule(name: str, ops: Sequence[Op], fn: RuleFn) -> Rule:
     return Rule(name, frozenset(ops), fn)
 
@@ -333,6 +389,8 @@ RULES: tuple[Rule, ...] = (
     _rule("matmul_bias", [Op.ADD], _matmul_bias),
     # pow(x, 2 | 3 | 0.5) -> x*x | x*x*x | sqrt(x)
     _rule("pow_scalar", [Op.POW], _pow_scalar),
+    # f(reshape(matmul), ...) -> reshape(f(matmul, ...))   for point-wise f
+    _rule("sink_reshape", [op for op in Op if op.family in _POINTWISE], _sink_reshape),
 )
 _BY_OP: dict[Op, tuple[Rule, ...]] = {
     op: tuple(r for r in RULES if op in r.ops) for op in set().union(*(r.ops for r in RULES))}

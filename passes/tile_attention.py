@@ -47,7 +47,7 @@ from effc.ir.types import normalize_axis
 from effc.options import Options
 
 from .attention_mask import is_causal
-from .attention_match import Match, Term, match
+from .attention_match import Match, Term, inert, match
 from .attention_operands import Operand
 from .manager import PassResult
 
@@ -67,7 +67,9 @@ def run(graph: Graph, options: Options) -> PassResult:
             found[node] = m
             taken |= m.inner
     causal = {n for n in graph.nodes if n.op is Op.SDPA and _causal_call(graph, n)}
-    if not found and not causal:
+    unmasked = {n for n in graph.nodes if n.op is Op.SDPA and len(n.inputs) == 4
+                and inert(graph, n.inputs[3], n.inputs[3].type.dtype.is_float)}
+    if not found and not causal and not unmasked:
         return PassResult(graph, False, (), tuple(rejected))
     rw = Rewriter(graph)
     made: dict[Value, Value] = {}   # reshapes of a new attention output -> the output
@@ -89,6 +91,10 @@ def run(graph: Graph, options: Options) -> PassResult:
             new = rw.b.node(Op.SDPA, [q, k, v], {**node.attrs, "is_causal": True}).output
             rw.replace(node.output, new)
             notes.append(f"{node.op} : {node.output.type}: causal mask -> is_causal")
+        elif node in unmasked:
+            new = rw.b.node(Op.SDPA, rw.map(node.inputs[:3]), node.attrs).output
+            rw.replace(node.output, new)
+            notes.append(f"{node.op} : {node.output.type}: a mask that hides nothing, dropped")
         elif node.op is Op.RESHAPE and rw[node.inputs[0]] in made:
             # reshape(reshape(attention)) -> reshape(attention), or the attention itself
             src = made[rw[node.inputs[0]]]
@@ -96,7 +102,86 @@ def run(graph: Graph, options: Options) -> PassResult:
                        else rw.b.op(Op.RESHAPE, [src], shape=node.output.type.shape))
         else:
             rw.copy(node)
-    return PassResult(rw.finish_pruned(), True, tuple(notes), tuple(rejected))
+    out, narrowed = _narrow(rw.finish_pruned())
+    return PassResult(out, True, tuple(notes + narrowed), tuple(rejected))
+
+
+# Note: attention in half precision
+# The math backend of torch's scaled_dot_product_attention (what CUDA traces of a masked
+# fp16/bf16 attention decompose to) widens Q, K and V to float32, attends, and rounds the
+# result back: ``cast_h(sdpa_f32(cast_f32(q), cast_f32(k), cast_f32(v)))`` through views. On
+# half inputs the tiled kernels compute the same thing with float32 accumulation (a product of
+# two halves is exact in float32); what changes is that the weights P are rounded to the half
+# type before ``P V``, as FlashAttention and torch's own half kernels do, a rounding of the
+# size the final cast makes anyway. So that form runs on the half values: the tensor-core
+# kernel instead of a float32 one reading twice the bytes. Only where the float32 result has
+# no other use than the cast back.
+VIEWS = (Op.RESHAPE, Op.PERMUTE, Op.SQUEEZE, Op.UNSQUEEZE)
+
+
+def _narrow(graph: Graph) -> tuple[Graph, list[str]]:
+    users = graph.users()
+    plans = {n: c for n in graph.nodes if n.op is Op.SDPA for c in [_half_chain(graph, users, n)] if c}
+    if not plans:
+        return graph, []
+    rw = Rewriter(graph)
+    chained = {x for c in plans.values() for x in c}
+    notes: list[str] = []
+    for node in graph.nodes:
+        if node in plans:
+            half = [_on_half(rw, *_widened(x)) for x in node.inputs[:3]]   # type: ignore[misc]
+            dt = half[0].type.dtype
+            for m in node.inputs[3:]:   # a half mask the widening cast to float32 too
+                half.append(rw[m.node.inputs[0]] if m.node is not None and m.node.op is Op.CAST
+                            and m.node.inputs[0].type.dtype is dt else rw[m])
+            new = rw.copy(node, half)
+            notes.append(f"{node.op} : {node.output.type} runs on the {dt} values it was widened from, as "
+                         f"{new.output.type} (its result is rounded back to {dt})")
+        elif node in chained and node.op is Op.CAST:
+            rw.replace(node.output, rw[node.inputs[0]])
+        else:
+            rw.copy(node)
+    return rw.finish_pruned(), notes
+
+
+def _widened(x: Value) -> tuple[Node, list[Node]] | None:
+    """The cast to float32 that ``x`` is a view of, and the views from it down to ``x``."""
+    views: list[Node] = []
+    while x.node is not None and x.node.op in VIEWS + (Op.EXPAND,):
+        views.append(x.node)
+        x = x.node.inputs[0]
+    n = x.node
+    if n is None or n.op is not Op.CAST or not n.inputs[0].type.dtype.is_float:
+        return None
+    return n, views[::-1]
+
+
+def _on_half(rw: Rewriter, cast: Node, views: list[Node]) -> Value:
+    x = rw[cast.inputs[0]]
+    for v in views:
+        x = rw.b.node(v.op, [x], v.attrs).output
+    return x
+
+
+def _half_chain(graph: Graph, users: dict[Value, list[Node]], n: Node) -> list[Node] | None:
+    """The views and the cast that take float32 attention on widened halves back to the half
+    type [Note: attention in half precision], or None."""
+    if n.output.type.dtype is not DType.F32:
+        return None
+    src = {w[0].inputs[0].type.dtype if w is not None else None for x in n.inputs[:3] for w in [_widened(x)]}
+    if len(src) != 1 or (half := src.pop()) not in (DType.F16, DType.BF16):
+        return None
+    chain: list[Node] = []
+    v = n.output
+    while len(users.get(v, ())) == 1 and v not in graph.outputs:
+        u = users[v][0]
+        chain.append(u)
+        if u.op is Op.CAST:
+            return chain if u.output.type.dtype is half else None
+        if u.op not in VIEWS:
+            return None
+        v = u.output
+    return None
 
 
 def _causal_call(graph: Graph, n: Node) -> bool:

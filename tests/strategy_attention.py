@@ -29,13 +29,13 @@ SCALES = ("scores_mul", "scores_div", "q", "k", "split", "q_div", "k_div", "spli
           "none")
 MASKS = ("none", "bias", "keep", "drop", "masked_fill", "bias_and_keep",
          "causal_bias", "causal_bool", "causal_arange", "causal_arange_bias", "causal_triu")
-SOFTMAXES = ("op", "decomposed", "no_max", "reciprocal")
+SOFTMAXES = ("op", "decomposed", "no_max", "reciprocal", "safe", "safe_any")
 LAYOUTS = ("4d", "bmm", "heads")
 GROUPS = ("none", "repeat_kv", "mqa", "mqa_broadcast")
-FORMS = ("scale", "mask", "causal", "softmax", "half", "layout", "gqa", "runtime_scale")
+FORMS = ("scale", "mask", "causal", "softmax", "half", "widened", "layout", "gqa", "runtime_scale")
 _FORCE: dict[str, tuple[str, tuple[Any, ...]]] = {
     "scale": ("scale", SCALES[:-1]), "mask": ("mask", MASKS[1:6]), "causal": ("mask", MASKS[6:]),
-    "softmax": ("softmax", SOFTMAXES[1:]), "half": ("dtype", (F16,)),
+    "softmax": ("softmax", SOFTMAXES[1:]), "half": ("dtype", (F16,)), "widened": ("widen", (True,)),
     "layout": ("layout", LAYOUTS[1:]), "gqa": ("group", GROUPS[1:]), "runtime_scale": ("runtime", (True,)),
 }
 
@@ -65,10 +65,13 @@ def attention_cases(draw: st.DrawFn, form: str, miss: str | None = None) -> Atte
         "softmax": draw(st.sampled_from(SOFTMAXES)), "dtype": draw(st.sampled_from((F32, F32, F16))),
         "layout": draw(st.sampled_from(LAYOUTS)), "group": draw(st.sampled_from(GROUPS)),
         "runtime": draw(st.booleans()) and draw(st.booleans()),
+        "widen": draw(st.booleans()) and draw(st.booleans()),
     }
     key, options = _FORCE[form]
     c[key] = draw(st.sampled_from(options))
     c["miss"] = miss
+    if c["widen"]:   # half inputs widened to float32 and the result rounded back: torch's math backend
+        c["dtype"] = F32
     if miss == "fill":
         c["mask"] = draw(st.sampled_from(("keep", "drop", "masked_fill")))
     causal = c["mask"].startswith("causal")
@@ -105,9 +108,12 @@ def _build(c: dict[str, Any], seed: int) -> AttentionCase:
     def heads(name: str, n: int, s: int, width: int) -> Value:
         """[B, n, s, width] from an input in the layout drawn."""
         if c["layout"] != "heads":
-            return inp(name, dt, (B, n, s, width))
-        x = inp(name, dt, (B, s, n * width))
+            return widened(inp(name, F16 if c["widen"] else dt, (B, n, s, width)))
+        x = widened(inp(name, F16 if c["widen"] else dt, (B, s, n * width)))
         return b.op(Op.PERMUTE, [b.op(Op.RESHAPE, [x], shape=[B, s, n, width])], dims=[0, 2, 1, 3])
+
+    def widened(x: Value) -> Value:
+        return b.op(Op.CAST, [x], dtype=F32) if c["widen"] else x
 
     q, k, v = heads("q", H, Sq, D), heads("k", c["hkv"], Sk, D), heads("v", c["hkv"], Sk, Dv)
     scalar = b.scalar
@@ -146,6 +152,8 @@ def _build(c: dict[str, Any], seed: int) -> AttentionCase:
     out = _pv(b, p, v, c["layout"])
     if c["layout"] == "heads":
         out = b.op(Op.RESHAPE, [b.op(Op.PERMUTE, [out], dims=[0, 2, 1, 3])], shape=[B, Sq, H * Dv])
+    if c["widen"]:
+        out = b.op(Op.CAST, [out], dtype=F16)
     causal = c["mask"].startswith("causal")
     outs = [out, p] if c["miss"] == "weights_used" else [out]
     return AttentionCase(b.build(outs), inputs, c, causal, c["group"] != "none")
@@ -186,6 +194,16 @@ def _pv(b: GraphBuilder, p: Value, v: Value, layout: str) -> Value:
 def _softmax(b: GraphBuilder, x: Value, form: str, dim: int) -> Value:
     if form == "op":
         return b.op(Op.SOFTMAX, [x], dim=dim)
+    if form.startswith("safe"):   # torch's _safe_softmax decomposed, ``all`` also as not-any-not
+        p = b.op(Op.SOFTMAX, [x], dim=dim)
+        hidden = b.op(Op.EQ, [x, b.scalar(float("-inf"), F64)])
+        if form == "safe":
+            empty = b.op(Op.ALL, [hidden], dims=[dim], keepdim=True)
+        else:
+            seen = b.op(Op.ANY, [b.op(Op.LOGICAL_NOT, [hidden])], dims=[dim], keepdim=True)
+            empty = b.op(Op.LOGICAL_NOT, [seen])
+        zeros = b.op(Op.FULL, [], shape=list(x.type.shape), value=0.0, dtype=x.type.dtype)
+        return b.op(Op.WHERE, [empty, zeros, p])
     if form != "no_max":
         x = b.op(Op.SUB, [x, b.op(Op.AMAX, [x], dims=[dim], keepdim=True)])
     e = b.op(Op.EXP, [x])

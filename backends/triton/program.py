@@ -16,7 +16,7 @@ device, and the launch list: per step the kernel's ``entry`` with the slots of i
 outputs and its ``sizes`` list, or the reference step it falls back to. A call then copies
 the slot list, drops the inputs into it and runs the list: one ``entry`` call (the grid, one
 Triton launch) per kernel. Outputs are cloned out of the arena (the arena is reused by the
-next call). Kernels are generated under one neutral name, so kernels with the same body
+next call). Kernels are generated under the name of their kind alone, so kernels with the same body
 (every layer of a transformer has the same dozen) produce the same source and share one
 loaded module: Triton compiles each distinct body once per process (its own disk cache
 then serves later processes). Measured on an H200: compiling GPT-2 small with a module
@@ -50,7 +50,10 @@ from .autotune import pick_config
 from .build import load
 
 
-SHARED_NAME = "kernel"   # the name every generated module is given ([Note: Triton launch list])
+def shared_name(kind: str) -> str:
+    """The name a generated module is given: its kernel kind, no more ([Note: Triton launch
+    list]), so a profile still tells matmuls from reductions."""
+    return py_ident(kind, "kernel_")
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class TritonProgram(ArenaProgram):
                 config = pick_config(kernel, hint, target, device, self.options.autotune)
                 # one neutral name: kernels that differ only by name (a transformer's layers)
                 # share one module, so Triton compiles each distinct body once
-                src = generate(kernel, SHARED_NAME, config)
+                src = generate(kernel, shared_name(node.attrs["kind"]), config)
                 loaded = load(src)
             except LoweringError as e:
                 ops = ", ".join(n.op.value for n in node.attrs["body"].nodes)

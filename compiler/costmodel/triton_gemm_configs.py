@@ -107,6 +107,9 @@ FMA_CONFIGS = _c(
     (64, 16, 32, 8, 4, 2), (16, 16, 32, 8, 2, 2),
 )
 
+# float64 tiles are an outer product in registers [Note: float64 GEMM tiles]: BM x BN x BK small.
+FLOAT64_CONFIGS = _c((32, 16, 16, 8, 4, 2), (16, 32, 16, 8, 4, 2), (16, 16, 16, 8, 4, 2))
+
 
 def gpu(target_name: str = "sm90") -> tuple[Target, GpuShape]:
     return GPU_DEFAULTS[target_name], GPU_SHAPES[target_name]
@@ -125,6 +128,11 @@ def mma_efficiency(c: GemmConfig, tensor_cores: bool) -> float:
 
 
 def reject_reason(c: GemmConfig, p: GemmProblem, shape: GpuShape) -> str | None:
+    # a tile at least twice the matrix computes padding in half its MMAs (a convolution with 64
+    # output channels took 128-row tiles: the time model saw it L2-bound either way)
+    for side, size, block in (("rows", p.m, c.block_m), ("columns", p.n, c.block_n)):
+        if 2 * size <= block and block > 16:
+            return f"{block} {side} per tile for {size}: half of each tile would be padding"
     smem = c.num_stages * (c.block_m * c.block_k + c.block_k * c.block_n) * p.itemsize
     if smem > shape.smem:
         return f"operand tiles need {smem} bytes of shared memory, the SM has {shape.smem}"
@@ -155,6 +163,8 @@ def predict_gemm_config(c: GemmConfig, p: GemmProblem, target_name: str = "sm90"
 
 
 def candidates(p: GemmProblem) -> tuple[GemmConfig, ...]:
+    if p.itemsize == 8:
+        return FLOAT64_CONFIGS
     return TENSOR_CORE_CONFIGS if p.tensor_cores else FMA_CONFIGS
 
 

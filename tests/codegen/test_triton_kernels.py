@@ -135,6 +135,18 @@ def test_f64_and_integer_division(tmp_path):
     run("pointwise", fn, types, PW, tmp_path, xs=xs)
 
 
+@pytest.mark.parametrize("dtype", [F16, F32])
+def test_small_integer_powers_are_products(dtype, tmp_path):
+    """GPT-2's GELU cubes its input: a product, not the float64 exp(y log|x|), with NaN and
+    infinities as pow gives them; a non-integer exponent still takes the general pow."""
+    fn = lambda b, x: [b.op(Op.POW, [x, b.scalar(3.0, F64)]), b.op(Op.POW, [x, b.scalar(2, DType.I64)]),  # noqa: E731
+                       b.op(Op.POW, [b.op(Op.ABS, [x]), b.scalar(1.5, F64)])]
+    types = [T(4, 50, dtype=dtype)]
+    src = run("pointwise", fn, types, PW, tmp_path, xs=inputs(types, {}, seed=3, special=True))
+    assert src.count("effc_pow_f(") == 2, src   # its definition and the x ** 1.5 call
+    assert " * " in src
+
+
 def test_nan_and_inf_propagate_pointwise(tmp_path):
     fn = lambda b, x, y: [b.op(Op.MAXIMUM, [x, y]), b.op(Op.MINIMUM, [x, y]),  # noqa: E731
                           b.op(Op.CLAMP, [x], min=-1.0, max=1.0), b.op(Op.RELU, [x])]

@@ -303,10 +303,47 @@ graph(%x: f32[4]) {
   %1 = mul(%0, %x) : f32[4]
   return %1
 }"""),
+    # torch.compile's Linear on [B, S, K]: addmm on [B*S, K], then the reshape; the GELU, the
+    # residual (viewed as [B*S, N]) and the per-column scale move next to the addmm
+    ("sink_reshape", """
+graph(%x: f32[6, 8], %w: f32[8, 4], %b: f32[4], %r: f32[2, 3, 4], %c: f32[1, 1, 4]) {
+  %0 = addmm(%b, %x, %w) {beta=1, alpha=1} : f32[6, 4]
+  %1 = reshape(%0) {shape=[2, 3, 4]} : f32[2, 3, 4]
+  %2 = gelu(%1) {approximate="none"} : f32[2, 3, 4]
+  %3 = add(%2, %r) : f32[2, 3, 4]
+  %4 = mul(%3, %c) : f32[2, 3, 4]
+  return %4
+}""", """
+graph(%x: f32[6, 8], %w: f32[8, 4], %b: f32[4], %r: f32[2, 3, 4], %c: f32[1, 1, 4]) {
+  %0 = addmm(%b, %x, %w) {beta=1, alpha=1} : f32[6, 4]
+  %1 = gelu(%0) {approximate="none"} : f32[6, 4]
+  %2 = reshape(%r) {shape=[6, 4]} : f32[6, 4]
+  %3 = add(%1, %2) : f32[6, 4]
+  %4 = reshape(%c) {shape=[4]} : f32[4]
+  %5 = mul(%3, %4) : f32[6, 4]
+  %6 = reshape(%5) {shape=[2, 3, 4]} : f32[2, 3, 4]
+  return %6
+}"""),
 ]
 
 # (id, graph the rules must leave alone, words the rejection must contain or None)
 NEGATIVES = [
+    # a bias per position ([S, N] against [B, S, N]) has no [B*S, N] view: the reshape stays
+    ("sink_reshape_position_bias", """
+graph(%x: f32[6, 8], %w: f32[8, 4], %b: f32[4], %p: f32[3, 4]) {
+  %0 = addmm(%b, %x, %w) {beta=1, alpha=1} : f32[6, 4]
+  %1 = reshape(%0) {shape=[2, 3, 4]} : f32[2, 3, 4]
+  %2 = add(%1, %p) : f32[2, 3, 4]
+  return %2
+}""", None),
+    # the reshape regroups the last axis: column n of the matmul is not column n after it
+    ("sink_reshape_last_axis", """
+graph(%x: f32[6, 8], %w: f32[8, 4]) {
+  %0 = matmul(%x, %w) : f32[6, 4]
+  %1 = reshape(%0) {shape=[6, 2, 2]} : f32[6, 2, 2]
+  %2 = relu(%1) : f32[6, 2, 2]
+  return %2
+}""", None),
     # the matmul result is used twice: absorbing it into addmm would compute it twice
     ("matmul_bias_shared", """
 graph(%x: f32[2, 8], %w: f32[8, 4], %b: f32[4]) {

@@ -11,7 +11,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import effc
-from effc.ir import Op
+from effc.ir import DType, Op
 from effc.passes import tile_attention
 
 from ..strategy_attention import FORMS, MISSES, AttentionCase, attention_cases, sdpa_calls
@@ -19,7 +19,9 @@ from .golden import apply, assert_rewrites, assert_same_results, assert_unchange
 
 LOWER = torch.ones(8, 8, dtype=torch.bool).tril()
 CONSTANTS = {"causal": torch.zeros(1, 1, 8, 8).masked_fill(~LOWER, torch.finfo(torch.float32).min),
-             "tril": torch.ones(5, 5, dtype=torch.bool).tril(), "per_key": torch.rand(8) + 0.5}
+             "tril": torch.ones(5, 5, dtype=torch.bool).tril(), "per_key": torch.rand(8) + 0.5,
+             "keep_all": torch.ones(1, 1, 1, 8, dtype=torch.bool),
+             "keys": torch.arange(8).reshape(1, 1, 1, 8), "queries": torch.arange(8).reshape(1, 1, 8, 1)}
 
 # (id, before, expected after)
 REWRITES = [
@@ -322,6 +324,50 @@ def test_notes_say_what_the_op_keeps() -> None:
                          "(decomposed softmax; scale 0.25 from Q, K; bool mask)",)
 
 
+@pytest.mark.parametrize("mask, last", [
+    ("%1 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]", 1),
+    ("""%1 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]
+  %2 = full() {shape=[], value=0.0, dtype=f32} : f32[]
+  %3 = full() {shape=[], value=-inf, dtype=f32} : f32[]
+  %4 = where(%1, %2, %3) : f32[2, 1, 8, 8]""", 4),
+])
+def test_an_attention_call_with_a_mask_that_hides_nothing_loses_it(mask: str, last: int) -> None:
+    """HF's masks of an all-ones padding mask, built from constants while tracing."""
+    res = assert_rewrites(tile_attention.run, f"""
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
+  %0 = constant() {{name="keep_all"}} : bool[1, 1, 1, 8]
+  {mask}
+  %{last + 1} = scaled_dot_product_attention(%q, %k, %v, %{last}) {{scale=0.25, is_causal=false, enable_gqa=false}} : f32[2, 4, 8, 16]
+  return %{last + 1}
+}}""", """
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  %0 = scaled_dot_product_attention(%q, %k, %v) {scale=0.25, is_causal=false, enable_gqa=false} : f32[2, 4, 8, 16]
+  return %0
+}""", constants=CONSTANTS)
+    assert res.notes == ("scaled_dot_product_attention : f32[2, 4, 8, 16]: a mask that hides nothing, dropped",)
+
+
+def test_a_causal_mask_from_folded_position_ranges_becomes_is_causal() -> None:
+    """HF's causal mask with static shapes: ``keys <= queries`` of two folded aranges."""
+    res = assert_rewrites(tile_attention.run, """
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  %0 = constant() {name="keys"} : i64[1, 1, 1, 8]
+  %1 = constant() {name="queries"} : i64[1, 1, 8, 1]
+  %2 = le(%0, %1) : bool[1, 1, 8, 8]
+  %3 = expand(%2) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]
+  %4 = full() {shape=[], value=0.0, dtype=f32} : f32[]
+  %5 = full() {shape=[], value=-3.4028234663852886e+38, dtype=f32} : f32[]
+  %6 = where(%3, %4, %5) : f32[2, 1, 8, 8]
+  %7 = scaled_dot_product_attention(%q, %k, %v, %6) {scale=0.25, is_causal=false, enable_gqa=false} : f32[2, 4, 8, 16]
+  return %7
+}""", """
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
+  %0 = scaled_dot_product_attention(%q, %k, %v) {scale=0.25, is_causal=true, enable_gqa=false} : f32[2, 4, 8, 16]
+  return %0
+}""", constants=CONSTANTS)
+    assert res.notes == ("scaled_dot_product_attention : f32[2, 4, 8, 16]: causal mask -> is_causal",)
+
+
 def test_a_mask_computed_from_v_is_still_a_mask() -> None:
     """Only the scores may not feed the mask; anything computed before them (V included) can."""
     res = assert_rewrites(tile_attention.run, _attention("""
@@ -350,8 +396,15 @@ def test_every_form_becomes_one_attention_op(form: str, data: st.DataObject) -> 
     assert res.modified, res.rejected
     assert g.count(Op.SDPA) == 1 and not any(g.count(op) for op in (Op.SOFTMAX, Op.EXP, Op.MATMUL))
     (sdpa,) = [n for n in g.nodes if n.op is Op.SDPA]
-    assert sdpa.attrs["is_causal"] == case.causal
+    one_key = case.choice["sq"] == case.choice["sk"] == 1   # a constant 1x1 causal mask hides nothing
+    assert sdpa.attrs["is_causal"] == case.causal or (one_key and len(sdpa.inputs) == 3)
     assert sdpa.attrs["enable_gqa"] == case.gqa
+    ch = case.choice
+    # [Note: attention in half precision]; a runtime scale on Q, or a factor on K before its
+    # heads are repeated, leaves a float32 product (not a widened half) in the operand
+    k_product = ch["group"] == "repeat_kv" and ch["scale"] in ("k", "split", "k_div", "split_div")
+    if ch["widen"] and not ch["runtime"] and not k_product:
+        assert sdpa.output.type.dtype is DType.F16 and g.count(Op.CAST) == 0, g
     assert_same_results(case.graph, g, case.inputs)
 
 

@@ -288,3 +288,52 @@ def test_reference_runs_each_mask_and_grouping(mask_kind: str, kv: str, dtype: D
     reference = _attention(*tensors, mask, 0.3, causal, torch.float64)
     assert got.dtype == t and got.shape == reference.shape
     assert_equivalent([got], [eager], [reference])
+
+
+# -- torch's math backend, as CUDA traces of masked half attention decompose ---------------
+
+class _MathBackend(torch.nn.Module):
+    """What ``scaled_dot_product_attention`` traces to on CUDA when its math backend is chosen
+    (fp16 with a mask the fused kernels decline): widen to float32, scale Q and Kᵀ by the root
+    of the scale each, add the mask, ``_safe_softmax``, round the result back. The mask is an
+    input, or HF's additive mask of an all-ones padding mask, built from a constant."""
+
+    def __init__(self, mask: str) -> None:
+        super().__init__()
+        self.mask = mask
+        self.register_buffer("positions", torch.arange(8))
+
+    def forward(self, q, k, v, pad):
+        qf, kf, vf = q.float(), k.float(), v.float()
+        root = (1.0 / q.shape[-1] ** 0.5) ** 0.5
+        s = torch.matmul(qf * root, kf.transpose(-2, -1) * root)
+        if self.mask == "input":
+            s = s + pad
+        else:   # keep every key: positions >= 0, expanded over batch and queries
+            keep = (self.positions >= 0)[None, None, None, :].expand(q.shape[0], 1, q.shape[2], 8)
+            s = s + torch.where(keep, 0.0, torch.finfo(torch.float16).min).to(torch.float16)
+        p = torch.ops.aten._safe_softmax(s, -1)
+        return torch.matmul(p, vf).to(q.dtype)
+
+
+@pytest.mark.parametrize("mask", ["input", "all_keep"])
+def test_math_backend_decomposition_runs_as_half_attention(mask: str) -> None:
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 8, 16, generator=g).half() for _ in range(3))
+    pad = torch.where(torch.rand(2, 1, 8, 8, generator=g) > 0.3, 0.0, float("-inf")).half()
+    pad[..., 0] = 0.0
+    pad[0, 0, 3] = float("-inf")   # one query that sees no key: 0, as _safe_softmax gives
+    model = _MathBackend(mask)
+    compiled = effc.compile(model, (q, k, v, pad), target="reference")
+    with torch.no_grad():
+        got, want = compiled(q, k, v, pad), model(q, k, v, pad)
+    assert got.dtype == torch.float16
+    if mask == "input":
+        assert bool((got[0, :, 3] == 0).all())
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
+    report, record = _record(compiled, 1)
+    text = " ".join(record.notes)
+    assert "safe softmax" in text and "runs on the f16 values" in text, text
+    assert ("additive mask" in text) == (mask == "input"), text
+    assert "softmax" not in report.ops and "cast" not in report.ops, report.ops
