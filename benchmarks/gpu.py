@@ -312,6 +312,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r.get('effc_kernels', '?')} | {r.get('effc_python_kernels', '?')} | "
             f"{_fmt(f.get('max_rel_diff'), '.1e')} |")
     for name, r in result["models"].items():
+        if r.get("output_max_abs") == 0:
+            lines.append(f"\n{name}: eager's output is all zeros (random weights in fp16), so its "
+                         "max rel diff column checks nothing.")
         errs = {k: v["error"] for k, v in r["systems"].items() if "error" in v}
         if r.get("error"):
             errs["model"] = r["error"]

@@ -52,7 +52,7 @@ from .triton_abi import (INT32_LIMIT, IndexPrinter, TritonConfig, TritonSource, 
                          py_ident, size_symbols, temp_dtype, tl_dtype)
 from .triton_index import Group, PythonPrinter, flatten, numel
 from .triton_math import CONSTANTS, helper_source
-from .triton_scalar import SCALAR, cast_expr, scalar_expr
+from .triton_scalar import SCALAR, cast_expr, known_integer, power_product, scalar_expr, small_integer
 
 KINDS = ("pointwise", "reduction")
 REDUCTIONS = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
@@ -328,8 +328,8 @@ class Body:
                 x += ".to(tl.float32)"
             return [f"{self.var(s.dst)} = {x}"]
         if isinstance(s, Const):
-            if isinstance(s.value, (int, float)) and float(s.value).is_integer() and abs(s.value) <= 16:
-                self.integers[s.dst] = int(s.value)
+            if (n := small_integer(s.value)) is not None:
+                self.integers[s.dst] = n
             return [f"{self.var(s.dst)} = tl.full({self.shape}, {literal(s.value, s.dtype)}, "
                     f"{tl_dtype(temp_dtype(s.dtype))})"]
         if isinstance(s, IndexValue):
@@ -341,13 +341,12 @@ class Body:
             val = f"(({text}) + {zeros}).to({tl_dtype(src)})"
             return [f"{self.var(s.dst)} = {cast_expr(val, src, s.dtype)}"]
         if isinstance(s, Compute):
-            if s.op == "cast" and s.args[0] in self.integers and s.dtype.is_float:
-                self.integers[s.dst] = self.integers[s.args[0]]   # small integers are exact in any float
-            if s.op == "pow" and s.dtype.is_float and self.integers.get(s.args[1]) in (2, 3):
-                # [Note: small integer powers]
-                x = self.ref(s.args[0])
-                return [f"{self.var(s.dst)} = {' * '.join([x] * self.integers[s.args[1]])}"]
+            if (n := known_integer(s.op, s.args, s.dtype, self.integers)) is not None:
+                self.integers[s.dst] = n
             args = [self.ref(a) for a in s.args]
+            product = power_product(s.op, s.args, args, s.dtype, self.integers)
+            if product is not None:
+                return [f"{self.var(s.dst)} = {product}"]
             if self._reuse(("compute", s.op, tuple(args), s.attrs, s.dtype), s.dst):
                 return []
             expr = scalar_expr(s.op, args, [self.types[a] for a in s.args], s.dtype, dict(s.attrs), self.gen.helpers)

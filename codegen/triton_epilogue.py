@@ -38,7 +38,7 @@ from effc.ir.kernel import (Compute, Const, IndexValue, Kernel, Load, Loop, Lowe
 
 from .triton_abi import IndexPrinter, literal, size_symbols, temp_dtype, tl_dtype
 from .triton_math import CONSTANTS, helper_source
-from .triton_scalar import SCALAR, cast_expr, scalar_expr
+from .triton_scalar import SCALAR, cast_expr, known_integer, power_product, scalar_expr, small_integer
 
 HEADER = "import os\n\nimport torch\nimport triton\nimport triton.language as tl\n\n"
 
@@ -110,6 +110,7 @@ class Epilogue:
         self.types: dict[str, DType] = {t.acc: t.dtype}
         self.dims: dict[str, frozenset[str]] = {t.acc: self.full}
         self.var: dict[str, str] = {t.acc: "acc"}
+        self.integers: dict[str, int] = {}   # temporaries known to hold a small integer
 
     def _index(self, e: sympy.Basic) -> tuple[str, frozenset[str]]:
         e = sympy.sympify(e).xreplace(self.subst)
@@ -145,6 +146,8 @@ class Epilogue:
             return [f"{dst} = tl.load({self.params[buf.name]} + ({idx})){conv}"]
         if isinstance(s, Const):
             self.dims[s.dst] = frozenset()
+            if (n := small_integer(s.value)) is not None:
+                self.integers[s.dst] = n
             return [f"{dst} = tl.full([], {literal(s.value, s.dtype)}, {tl_dtype(temp_dtype(s.dtype))})"]
         if isinstance(s, IndexValue):
             e = sympy.sympify(s.expr).xreplace(self.subst)
@@ -158,6 +161,11 @@ class Epilogue:
             if s.op not in SCALAR:
                 raise LoweringError(f"op {s.op} has no Triton epilogue form")
             self.dims[s.dst] = frozenset().union(*(self.dims[a] for a in s.args))
+            if (n := known_integer(s.op, s.args, s.dtype, self.integers)) is not None:
+                self.integers[s.dst] = n
+            product = power_product(s.op, s.args, [self.var[a] for a in s.args], s.dtype, self.integers)
+            if product is not None:
+                return [f"{dst} = {product}"]
             expr = scalar_expr(s.op, [self.var[a] for a in s.args], [self.types[a] for a in s.args], s.dtype,
                                dict(s.attrs), self.printer.helpers)
             return [f"{dst} = {expr}"]

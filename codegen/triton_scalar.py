@@ -108,6 +108,30 @@ def _div(a: Sequence[str], t: Sequence[DType], o: DType, at: dict, h: set) -> st
     return f"effc_{name}({x}, {y})"
 
 
+def small_integer(value: object) -> int | None:
+    """A constant's value when it is a small integer (a power's exponent worth unrolling)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
+            and abs(value) <= 16:
+        return int(value)
+    return None
+
+
+def known_integer(op: str, args: Sequence[str], dtype: DType, integers: dict[str, int]) -> int | None:
+    """The small integer a computed temporary holds when ``integers`` knows its operand: a
+    cast of one to a float type (exact: every small integer is a float of every width)."""
+    if op == "cast" and dtype.is_float and args and args[0] in integers:
+        return integers[args[0]]
+    return None
+
+
+def power_product(op: str, args: Sequence[str], names: Sequence[str], dtype: DType,
+                  integers: dict[str, int]) -> str | None:
+    """``x * x`` or ``x * x * x`` for pow by a known 2 or 3 [Note: small integer powers]."""
+    if op != "pow" or not dtype.is_float or integers.get(args[1]) not in (2, 3):
+        return None
+    return " * ".join([names[0]] * integers[args[1]])
+
+
 def _pow(a: Sequence[str], t: Sequence[DType], o: DType, at: dict, h: set) -> str:
     name = "pow_f" if o.is_float else "ipow"
     h.add(name)

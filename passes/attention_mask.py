@@ -131,6 +131,7 @@ def _bias_keep(graph: Graph, v: Value) -> Affine | None:
 
 
 _VIEWS = (Op.UNSQUEEZE, Op.EXPAND, Op.RESHAPE, Op.SQUEEZE)
+CAUSAL: Affine = {-1: 1, -2: -1, 0: 0}   # keep key j for query i  <=>  j - i <= 0
 _COMPARE = {Op.LE: (1, 0), Op.LT: (1, 1), Op.GE: (-1, 0), Op.GT: (-1, 1)}  # sign, +1 if strict
 
 
@@ -146,6 +147,9 @@ def _keep(graph: Graph, v: Value) -> Affine | None:
         sign, strict = _COMPARE[n.op]
         e = _add(a, b, -1) if sign > 0 else _add(b, a, -1)   # a <= b  <=>  a - b <= 0
         return _add(e, {0: 1}, 1) if strict else e          # a < b   <=>  a - b + 1 <= 0
+    if n.op is Op.CONSTANT:   # a folded causal comparison (short static sequences)
+        n_ = v.type.shape[-1] if v.type.rank >= 2 else None
+        return CAUSAL if n_ is not None and _causal_constant(graph.constant(n), n_) else None
     if n.op in (Op.LOGICAL_NOT, Op.BITWISE_NOT):
         return _negate(_keep(graph, n.inputs[0]))
     if n.op in (Op.LOGICAL_AND, Op.BITWISE_AND):

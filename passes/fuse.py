@@ -85,8 +85,8 @@ class Group:
 
 
 class Fuser:
-    def __init__(self, graph: Graph, env: Mapping[Any, int], target: Target | None) -> None:
-        self.graph, self.env, self.target = graph, env, target
+    def __init__(self, graph: Graph, env: Mapping[Any, int], target: Target | None, gpu: bool = False) -> None:
+        self.graph, self.env, self.target, self.gpu = graph, env, target, gpu
         self.users = graph.users()
         self.graph_outputs = set(graph.outputs)
         self.pos = {n: i for i, n in enumerate(graph.nodes)}
@@ -159,7 +159,7 @@ class Fuser:
         copy = needed_elsewhere and free
         home = c.home if copy else p.home | c.home
         outs = self.outputs(nodes, home)
-        kind = classify(self.ordered(nodes), outs)
+        kind = classify(self.ordered(nodes), outs, self.gpu)
         if isinstance(kind, Reject):
             self.reject(p, c, kind.reason)
             return
@@ -323,7 +323,7 @@ def run(graph: Graph, options: Options, target: Target | None = None) -> PassRes
     sliced, split_rejected = split_to_slices(graph)
     wide, notes, rejected = fuse_siblings(sliced, env, target)
     rejected = split_rejected + rejected
-    fuser = Fuser(wide, env, target)
+    fuser = Fuser(wide, env, target, gpu=options.target == "triton")
     fuser.run()
     fused, kernel_notes = fuser.build()
     total = sum(1 for n in graph.nodes if n.op is not Op.CONSTANT)

@@ -117,8 +117,26 @@ def _order(nodes: Sequence[Node]) -> tuple[set[Node], dict[Node, set[Node]]]:
     return members, deps
 
 
-def classify(nodes: Sequence[Node], outputs: Sequence[Value]) -> str | Reject:
-    """The kernel kind of ``nodes`` (in topological order) writing ``outputs``, or why none."""
+# Note: GPU matmul epilogues
+# On the Triton target an epilogue runs on the whole accumulator tile held in registers (64 to
+# 128 values a thread); an op whose Triton form is a long formula (tanh from expm1's polynomial,
+# the general pow, the inverse trigonometric functions: [Note: Triton math without libdevice])
+# keeps several tile-sized temporaries alive and spills. Measured on an H200 (2026-12-02):
+# GPT-2's tanh GELU in the epilogue of its MLP matmul made GPT-2 small 2.6x slower than with
+# the GELU as a point-wise kernel of its own. So there those ops stay out of matmul and
+# convolution epilogues; the C target, whose epilogue runs on a register block, keeps them.
+LONG_ON_GPU = frozenset({Op.TANH, Op.SINH, Op.COSH, Op.TAN, Op.ASIN, Op.ACOS, Op.ATAN, Op.ASINH,
+                         Op.ACOSH, Op.ATANH, Op.EXPM1, Op.LOG1P, Op.POW, Op.FMOD, Op.REMAINDER,
+                         Op.ATAN2, Op.ERFINV, Op.SOFTPLUS, Op.ELU})
+
+
+def long_on_gpu(n: Node) -> bool:
+    return n.op in LONG_ON_GPU or (n.op is Op.GELU and n.attrs.get("approximate") == "tanh")
+
+
+def classify(nodes: Sequence[Node], outputs: Sequence[Value], gpu: bool = False) -> str | Reject:
+    """The kernel kind of ``nodes`` (in topological order) writing ``outputs``, or why none;
+    ``gpu``: for the Triton target ([Note: GPU matmul epilogues])."""
     if len(nodes) == 1:
         return solo_kind(nodes[0])
     roles = {n: role(n) for n in nodes}
@@ -144,6 +162,10 @@ def classify(nodes: Sequence[Node], outputs: Sequence[Value]) -> str | Reject:
     if len(heavy) > 1:
         return Reject(f"a kernel holds one matmul or convolution, not {heavy[0].op} and {heavy[1].op}")
     if heavy:
+        long = next((n for n in nodes if gpu and heavy[0] in deps[n] and long_on_gpu(n)), None)
+        if long is not None:
+            return Reject(f"a {heavy[0].op} epilogue on the GPU holds no {long.op}: a long formula over "
+                          f"the whole accumulator tile spills registers")
         return _check_heavy(heavy[0], nodes, roles, deps, outputs)
     return _check_reduction(reducing, nodes, roles, deps, outputs)
 

@@ -74,6 +74,11 @@ CASES = {
     "transposed_a_scaled": (  # x.T @ w: A is read along M contiguously
         lambda b, x, w: [b.op(Op.MUL, [b.op(Op.MATMUL, [b.op(Op.PERMUTE, [x], dims=(1, 0)), w]), b.scalar(0.25, DType.F32)])],
         [T(24, 19), T(24, 20)], [(24, 19), (24, 20)], {}, SMALL),
+    "f16_gpt2_gelu_cube": (  # GPT-2's GELU in the epilogue: x cubed is a product, not pow
+        lambda b, x, w: (lambda y: [b.op(Op.MUL, [y, b.op(Op.TANH, [b.op(Op.ADD, [
+            y, b.op(Op.MUL, [b.op(Op.POW, [y, b.scalar(3.0, DType.F64)]), b.scalar(0.044715, DType.F64)])])])])])(
+            b.op(Op.MATMUL, [x, w])),
+        [T(20, 32, dtype=DType.F16), T(32, 24, dtype=DType.F16)], [(20, 32), (32, 24)], {}, SMALL),
     "f64_matmul": (lambda b, x, w: [b.op(Op.MATMUL, [x, w])], [T(17, 19, dtype=DType.F64), T(19, 18, dtype=DType.F64)],
                    [(17, 19), (19, 18)], {}, SMALL),
 }
@@ -85,6 +90,13 @@ def test_matmul_template_matches_reference(name: str, tmp_path: Path) -> None:
     body, kernel = build("matmul", fn, types)
     src = generate_template(kernel, name, config)
     check(src, body, kernel, shapes, tmp_path, env)
+
+
+def test_small_integer_power_in_the_epilogue_is_a_product() -> None:
+    fn, types, *_ = CASES["f16_gpt2_gelu_cube"]
+    _, kernel = build("matmul", fn, types)
+    src = generate_template(kernel, "cube", SMALL).source
+    assert "effc_pow_f" not in src and " * " in src, src
 
 
 def test_symbolic_sizes_take_any_value_including_zero(tmp_path: Path) -> None:

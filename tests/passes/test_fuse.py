@@ -616,3 +616,22 @@ def test_the_final_acyclicity_check_catches_a_cycle_the_merge_rules_let_through(
     fuser.dag.remove_node(exp_g)   # what a merge without rule (b) would leave behind
     with pytest.raises(CompileError, match="cycle of kernels"):
         fuser.build()
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("c", "k0 matmul(x, w): matmul, full, mul, tanh"),
+    ("triton", "k0 matmul(x, w): matmul, full, mul\nk1 pointwise(k0): tanh"),
+])
+def test_long_formulas_stay_out_of_gpu_matmul_epilogues(target: str, expected: str) -> None:
+    """[Note: GPU matmul epilogues]: tanh after a matmul joins its epilogue on the C target,
+    and on the Triton target runs as a point-wise kernel of its own, with the reason."""
+    m = Block()
+    x = m.b.input("x", TensorType(F32, (8, 32)))
+    h = m.b.op(Op.MATMUL, [x, m.const("w", 32, 64)])
+    y = m.b.op(Op.TANH, [m.b.op(Op.MUL, [h, m.b.scalar(0.5, F32)])])
+    g = m.b.build([y])
+    res = fuse.run(g, Options(target=target), CPU_DEFAULT)
+    assert summary(res.graph) == normalise(expected), summary(res.graph)
+    assert_same_results(g, res.graph)
+    gpu_reason = any("epilogue on the GPU holds no tanh" in r for r in res.rejected)
+    assert gpu_reason == (target == "triton"), res.rejected

@@ -21,7 +21,8 @@ LOWER = torch.ones(8, 8, dtype=torch.bool).tril()
 CONSTANTS = {"causal": torch.zeros(1, 1, 8, 8).masked_fill(~LOWER, torch.finfo(torch.float32).min),
              "tril": torch.ones(5, 5, dtype=torch.bool).tril(), "per_key": torch.rand(8) + 0.5,
              "keep_all": torch.ones(1, 1, 1, 8, dtype=torch.bool),
-             "keys": torch.arange(8).reshape(1, 1, 1, 8), "queries": torch.arange(8).reshape(1, 1, 8, 1)}
+             "keys": torch.arange(8).reshape(1, 1, 1, 8), "queries": torch.arange(8).reshape(1, 1, 8, 1),
+             "tril8": torch.ones(1, 1, 8, 8, dtype=torch.bool).tril()}
 
 # (id, before, expected after)
 REWRITES = [
@@ -347,20 +348,27 @@ graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
     assert res.notes == ("scaled_dot_product_attention : f32[2, 4, 8, 16]: a mask that hides nothing, dropped",)
 
 
-def test_a_causal_mask_from_folded_position_ranges_becomes_is_causal() -> None:
-    """HF's causal mask with static shapes: ``keys <= queries`` of two folded aranges."""
-    res = assert_rewrites(tile_attention.run, """
-graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
-  %0 = constant() {name="keys"} : i64[1, 1, 1, 8]
+@pytest.mark.parametrize("keep", [
+    """%0 = constant() {name="keys"} : i64[1, 1, 1, 8]
   %1 = constant() {name="queries"} : i64[1, 1, 8, 1]
-  %2 = le(%0, %1) : bool[1, 1, 8, 8]
-  %3 = expand(%2) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]
-  %4 = full() {shape=[], value=0.0, dtype=f32} : f32[]
-  %5 = full() {shape=[], value=-3.4028234663852886e+38, dtype=f32} : f32[]
+  %2 = le(%0, %1) : bool[1, 1, 8, 8]""",
+    """%0 = constant() {name="tril8"} : bool[1, 1, 8, 8]
+  %1 = logical_not(%0) : bool[1, 1, 8, 8]
+  %2 = logical_not(%1) : bool[1, 1, 8, 8]""",
+])
+def test_a_causal_mask_from_folded_position_ranges_becomes_is_causal(keep: str) -> None:
+    """HF's causal mask with static shapes: ``keys <= queries`` of two folded aranges, or
+    the comparison itself folded (short sequences), turned into an additive bias."""
+    res = assert_rewrites(tile_attention.run, f"""
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
+  {keep}
+  %3 = expand(%2) {{shape=[2, 1, 8, 8]}} : bool[2, 1, 8, 8]
+  %4 = full() {{shape=[], value=0.0, dtype=f32}} : f32[]
+  %5 = full() {{shape=[], value=-3.4028234663852886e+38, dtype=f32}} : f32[]
   %6 = where(%3, %4, %5) : f32[2, 1, 8, 8]
-  %7 = scaled_dot_product_attention(%q, %k, %v, %6) {scale=0.25, is_causal=false, enable_gqa=false} : f32[2, 4, 8, 16]
+  %7 = scaled_dot_product_attention(%q, %k, %v, %6) {{scale=0.25, is_causal=false, enable_gqa=false}} : f32[2, 4, 8, 16]
   return %7
-}""", """
+}}""", """
 graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
   %0 = scaled_dot_product_attention(%q, %k, %v) {scale=0.25, is_causal=true, enable_gqa=false} : f32[2, 4, 8, 16]
   return %0
