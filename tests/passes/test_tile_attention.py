@@ -325,26 +325,42 @@ def test_notes_say_what_the_op_keeps() -> None:
                          "(decomposed softmax; scale 0.25 from Q, K; bool mask)",)
 
 
+def _call_with_mask(lines: str, mask: int) -> str:
+    """An attention call on [2, 4, 8, 16] whose mask is ``%mask``, computed by ``lines``."""
+    return f"""
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
+  {lines}
+  %{mask + 1} = scaled_dot_product_attention(%q, %k, %v, %{mask}) {{scale=0.25, is_causal=false, enable_gqa=false}} : f32[2, 4, 8, 16]
+  return %{mask + 1}
+}}"""
+
+
+def _call_without_mask(causal: bool) -> str:
+    return f"""
+graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
+  %0 = scaled_dot_product_attention(%q, %k, %v) {{scale=0.25, is_causal={str(causal).lower()}, enable_gqa=false}} : f32[2, 4, 8, 16]
+  return %0
+}}"""
+
+
+_BIAS = """%4 = full() {shape=[], value=0.0, dtype=f32} : f32[]
+  %5 = full() {shape=[], value=-3.4028234663852886e+38, dtype=f32} : f32[]
+  %6 = where(%3, %4, %5) : f32[2, 1, 8, 8]"""
+
+
 @pytest.mark.parametrize("mask, last", [
-    ("%1 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]", 1),
-    ("""%1 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]
-  %2 = full() {shape=[], value=0.0, dtype=f32} : f32[]
+    ("""%0 = constant() {name="keep_all"} : bool[1, 1, 1, 8]
+  %1 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]""", 1),
+    ("""%0 = constant() {name="keep_all"} : bool[1, 1, 1, 8]
+  %1 = full() {shape=[], value=0.0, dtype=f32} : f32[]
+  %2 = expand(%0) {shape=[2, 1, 8, 8]} : bool[2, 1, 8, 8]
   %3 = full() {shape=[], value=-inf, dtype=f32} : f32[]
-  %4 = where(%1, %2, %3) : f32[2, 1, 8, 8]""", 4),
+  %4 = where(%2, %1, %3) : f32[2, 1, 8, 8]""", 4),
 ])
 def test_an_attention_call_with_a_mask_that_hides_nothing_loses_it(mask: str, last: int) -> None:
     """HF's masks of an all-ones padding mask, built from constants while tracing."""
-    res = assert_rewrites(tile_attention.run, f"""
-graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
-  %0 = constant() {{name="keep_all"}} : bool[1, 1, 1, 8]
-  {mask}
-  %{last + 1} = scaled_dot_product_attention(%q, %k, %v, %{last}) {{scale=0.25, is_causal=false, enable_gqa=false}} : f32[2, 4, 8, 16]
-  return %{last + 1}
-}}""", """
-graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
-  %0 = scaled_dot_product_attention(%q, %k, %v) {scale=0.25, is_causal=false, enable_gqa=false} : f32[2, 4, 8, 16]
-  return %0
-}""", constants=CONSTANTS)
+    res = assert_rewrites(tile_attention.run, _call_with_mask(mask, last), _call_without_mask(False),
+                          constants=CONSTANTS)
     assert res.notes == ("scaled_dot_product_attention : f32[2, 4, 8, 16]: a mask that hides nothing, dropped",)
 
 
@@ -359,20 +375,9 @@ graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
 def test_a_causal_mask_from_folded_position_ranges_becomes_is_causal(keep: str) -> None:
     """HF's causal mask with static shapes: ``keys <= queries`` of two folded aranges, or
     the comparison itself folded (short sequences), turned into an additive bias."""
-    res = assert_rewrites(tile_attention.run, f"""
-graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {{
-  {keep}
-  %3 = expand(%2) {{shape=[2, 1, 8, 8]}} : bool[2, 1, 8, 8]
-  %4 = full() {{shape=[], value=0.0, dtype=f32}} : f32[]
-  %5 = full() {{shape=[], value=-3.4028234663852886e+38, dtype=f32}} : f32[]
-  %6 = where(%3, %4, %5) : f32[2, 1, 8, 8]
-  %7 = scaled_dot_product_attention(%q, %k, %v, %6) {{scale=0.25, is_causal=false, enable_gqa=false}} : f32[2, 4, 8, 16]
-  return %7
-}}""", """
-graph(%q: f32[2, 4, 8, 16], %k: f32[2, 4, 8, 16], %v: f32[2, 4, 8, 16]) {
-  %0 = scaled_dot_product_attention(%q, %k, %v) {scale=0.25, is_causal=true, enable_gqa=false} : f32[2, 4, 8, 16]
-  return %0
-}""", constants=CONSTANTS)
+    lines = f"{keep}\n  %3 = expand(%2) {{shape=[2, 1, 8, 8]}} : bool[2, 1, 8, 8]\n  {_BIAS}"
+    res = assert_rewrites(tile_attention.run, _call_with_mask(lines, 6), _call_without_mask(True),
+                          constants=CONSTANTS)
     assert res.notes == ("scaled_dot_product_attention : f32[2, 4, 8, 16]: causal mask -> is_causal",)
 
 
