@@ -59,6 +59,10 @@ class Options:
     autotune: bool = False
     # Target triton on CUDA: replay a program whose shapes are static as one CUDA graph.
     cuda_graphs: bool = True
+    # Target c: keep the compiled program (generated C, packed weights, the report) in the
+    # whole-program cache, and load it instead of compiling again when the graph, weights,
+    # options, effc and the toolchain are the same ([Note: C program cache]).
+    cache: bool = field(default_factory=lambda: debug.CACHE)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

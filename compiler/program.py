@@ -90,7 +90,21 @@ def compile_imported(imported: Imported, options: Options, label: str,
     # the example inputs' sizes price the cost model's decisions; the user's hints win
     hints = {str(s): int(v) for s, v in imported.hints.items()}
     options = options.replace(size_hints={**hints, **options.size_hints})
-    graph, records = run_pipeline(imported.graph, PIPELINE, options, label)
+    key = None
+    if target == "c" and options.cache and not options.dump_dir:   # dumps need the passes to run
+        from effc.backends.c import program_cache
+        key = program_cache.program_key(imported.graph, options)
+        hit = program_cache.load(key, imported.graph.constants, label)
+        if hit is not None:
+            report = hit.report
+            report.label, report.graph = label, hit.graph
+            report.extern_reasons = dict(imported.extern_reasons)
+            report.cache = {"hit": True, "key": key, "entry": str(hit.entry),
+                            "first_compile_seconds": report.compile_seconds}
+            report.compile_seconds = time.perf_counter() - t0
+            return CompiledGraph(imported, hit.graph, hit.program, report)
+    # the passes see the target chosen (fuse keeps GPU matmul epilogues light)
+    graph, records = run_pipeline(imported.graph, PIPELINE, options.replace(target=target), label)
     planned = next((r.data for r in records if r.name == "plan_memory" and r.data), None)
     if target == "c":
         if planned is None:
@@ -125,6 +139,12 @@ def compile_imported(imported: Imported, options: Options, label: str,
     for n in all_nodes(graph):
         report.ops[n.op.value] = report.ops.get(n.op.value, 0) + 1
     report.compile_seconds = time.perf_counter() - t0
+    if key is not None:
+        from effc.backends.c import program_cache
+        entry = program_cache.store(key, graph, planned["plan"], program, report,
+                                    imported.graph.constants, label)
+        report.cache = {"hit": False, "key": key, "entry": None if entry is None else str(entry)}
+        report.compile_seconds = time.perf_counter() - t0
     return CompiledGraph(imported, graph, program, report)
 
 

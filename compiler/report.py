@@ -34,6 +34,10 @@ class GraphReport:
     memory: dict[str, Any] = field(default_factory=dict)
     # target c: kernels the compiled program hands back to Python (reference ops), with why
     python_kernels: dict[str, str] = field(default_factory=dict)
+    # target c, the whole-program cache ([Note: C program cache]): ``hit``, ``key``, ``entry``
+    # (its folder; None where it could not be stored) and, on a hit, ``first_compile_seconds``
+    # (the compile whose passes, kernels and figures this report shows); empty when not used
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ir(self) -> str:
@@ -47,7 +51,7 @@ class GraphReport:
             "fallback": self.fallback, "compile_seconds": round(self.compile_seconds, 4),
             "peak_bytes": self.peak_bytes, "kernels": self.kernels, "ops": dict(self.ops),
             "fusion": dict(self.fusion), "memory": dict(self.memory),
-            "python_kernels": dict(self.python_kernels),
+            "python_kernels": dict(self.python_kernels), "cache": dict(self.cache),
         }
 
 
@@ -87,7 +91,13 @@ class Explain:
         lines: list[str] = []
         for g in self.graphs:
             head = f"graph {g.label} -> {g.target}: {g.nodes_in} IR nodes in, {g.nodes_out} after passes"
-            lines.append(head + f", compiled in {g.compile_seconds:.2f} s")
+            if g.cache.get("hit"):
+                lines.append(head + f", loaded from cache in {g.compile_seconds:.2f} s")
+                lines.append(f"  loaded from the compile cache ({g.cache['entry']}): the passes and kernels "
+                             f"below are those of the first compile, which took "
+                             f"{g.cache['first_compile_seconds']:.2f} s")
+            else:
+                lines.append(head + f", compiled in {g.compile_seconds:.2f} s")
             if g.fallback:
                 lines.append(f"  runs in PyTorch: {g.fallback}")
             for p in g.passes:

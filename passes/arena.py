@@ -154,6 +154,10 @@ def evaluator(lay: Layout, sizes: Sequence[sympy.Expr],
     (a hand-made common-subexpression list), so its length grows with the DAG's edges rather
     than with the size of the nested formulas.
     """
+    if not symbols:   # static shapes: every size is a number, and so is every offset
+        offs, arena = formulas(lay, sizes)
+        values = (*(int(o) for o in offs), int(arena))
+        return lambda: values
     zs = [sympy.Dummy(f"z{i}") for i in range(len(sizes))]
     os_ = [sympy.Dummy(f"o{i}") for i in range(len(sizes))]
     offs, arena = formulas(lay, zs, os_)

@@ -92,6 +92,16 @@ class MemoryPlan:
     allocations: tuple[sympy.Expr, ...]   # one per value a plan without reuse allocates
     storage: Mapping[Value, int] = field(repr=False)    # every arena value -> buffer index
     _evaluate: Callable[..., Any] = field(repr=False, compare=False)
+    # the placement ``_evaluate`` was made from: a pickled plan makes it again from this
+    layout: arena_mod.Layout | None = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the lambdified evaluator cannot be pickled; it is rebuilt from the layout
+        if self.layout is None:
+            raise TypeError("a memory plan without its layout cannot be pickled")
+        return (_unpickle_plan, (self.graph, self.buffers, self.arena, self.strategy, dict(self.candidates),
+                                 dict(self.hint), self.symbols, self.allocations, dict(self.storage),
+                                 self.layout))
 
     def buffer_of(self, value: Value) -> Buffer | None:
         i = self.storage.get(value)
@@ -141,6 +151,14 @@ class MemoryPlan:
         if self.symbols:
             parts.append("at " + ", ".join(f"{s}={env[s]}" for s in self.symbols))
         return "; ".join(parts)
+
+
+def _unpickle_plan(graph: Graph, buffers: tuple[Buffer, ...], arena: sympy.Expr, strategy: str,
+                   candidates: dict[str, int], hint: dict[sympy.Symbol, int], symbols: tuple[sympy.Symbol, ...],
+                   allocations: tuple[sympy.Expr, ...], storage: dict[Value, int],
+                   layout: arena_mod.Layout) -> MemoryPlan:
+    fn = arena_mod.evaluator(layout, [b.size for b in buffers], symbols)
+    return MemoryPlan(graph, buffers, arena, strategy, candidates, hint, symbols, allocations, storage, fn, layout)
 
 
 def _at(expr: sympy.Expr, env: Mapping[sympy.Symbol, int]) -> int:
@@ -292,7 +310,7 @@ def plan(graph: Graph, hint: Mapping[sympy.Symbol, int]) -> MemoryPlan:
     allocations = tuple(aligned_bytes(v) for s in storages for v in (s.value, *s.inplace))
     fn = arena_mod.evaluator(lay, sizes, ordered)
     return MemoryPlan(graph, buffers, total, chosen, candidates, env, ordered, allocations,
-                      home, fn)
+                      home, fn, lay)
 
 
 def run(graph: Graph, options: Options) -> PassResult:

@@ -1,10 +1,15 @@
-"""Test-suite set-up: the verifier on, deterministic hypothesis profiles, one torch thread count."""
+"""Test-suite set-up: the verifier on, the compile cache off, deterministic hypothesis profiles,
+one torch thread count."""
 
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("EFFC_VERIFY", "1")
+# No whole-program cache ([Note: C program cache]): a test that patches effc's code at run time
+# would otherwise load what another compiled (the key covers effc's files, not patches).
+# tests/backends/test_c_program_cache.py turns it on, in a folder of its own.
+os.environ.setdefault("EFFC_CACHE", "0")
 
 import torch  # noqa: E402
 

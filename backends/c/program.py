@@ -6,13 +6,16 @@ for those the generators cover (point-wise and reduction kernels: codegen/c.py; 
 convolution templates: codegen/c_templates.py), and leaves the rest (op and extern kernels,
 patched stages, anything a generator refuses, with its reason in ``fallbacks``) to a Python
 callback that runs the node on the reference backend inside the same arena. Its ``run(inputs,
-env)`` matches ``ReferenceProgram.run``.
+env)`` matches ``ReferenceProgram.run``. ``generate_program`` does the generating; what it
+returns is what the whole-program cache keeps (program_cache.py), and ``CProgram`` takes it
+back from there without generating anything.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import sympy
@@ -21,14 +24,11 @@ import torch
 from effc.backends.reference.arena import ArenaProgram
 from effc.backends.reference.program import _describe
 from effc.backends.symeval import SymbolicAttrs
-from effc.codegen.c import generate
 from effc.codegen.c_abi import PRELUDE, symbol_order
-from effc.codegen.c_host import direct_outputs, host_source
-from effc.codegen.c_templates import prepack, program_scratch
+from effc.codegen.c_host import HostProgram, direct_outputs, host_source
 from effc.errors import CompileError
 from effc.ir import Graph, Op
 from effc.ir.kernel import Kernel, LoweringError
-from effc.ir.kernel_lower import lower
 
 from .build import build
 
@@ -45,50 +45,88 @@ def inplace_buffers(node: Any, kernel: Kernel, plan: Any) -> list[str]:
     return shared
 
 
-class CProgram(ArenaProgram):
-    """``ArenaProgram``'s slots and arena, with the steps run by generated C."""
+@dataclass(frozen=True)
+class Generated:
+    """What generating the C of a graph produces, besides the weights it packed: all that
+    ``CProgram`` needs to load the program again (the whole-program cache stores it,
+    [Note: C program cache] in program_cache.py)."""
+    symbols: tuple[sympy.Symbol, ...]     # the ``sizes`` array's order
+    kernel_sources: tuple[str, ...]       # one C function (with its helpers) per generated kernel
+    host: HostProgram
+    fallbacks: dict[str, str] = field(default_factory=dict)   # kernels run by the Python callback: why
 
-    def __init__(self, graph: Graph, plan: Any, name: str = "model") -> None:
+    @property
+    def source(self) -> str:
+        """The whole translation unit the C compiler builds."""
+        return PRELUDE + "\n" + "\n\n".join(self.kernel_sources) + "\n\n" + self.host.source
+
+
+def generate_program(graph: Graph, plan: Any) -> tuple[Generated, dict[int, Kernel], dict[str, torch.Tensor]]:
+    """Lower every kernel node of ``graph``, generate C for those the generators cover, pack
+    their constant operands and write the host program: the generated program, its kernels
+    (by node index) and the repacked weights (by host weight name)."""
+    # imported here: a program loaded from the cache generates nothing, and a hit's time counts
+    from effc.codegen.c import generate
+    from effc.codegen.c_templates import prepack, program_scratch
+    from effc.ir.kernel_lower import lower
+    symbols = symbol_order(set(graph.symbols()) | set(plan.symbols))
+    kernels: dict[int, Kernel] = {}
+    sources: list[str] = []
+    fallbacks: dict[str, str] = {}
+    packed: dict[str, torch.Tensor] = {}
+    packed_at: dict[tuple[int, int], str] = {}
+    constants_of: dict[str, frozenset[int]] = {}
+    for i, node in enumerate(graph.nodes):
+        if node.op is not Op.KERNEL or node.attrs["kind"] == "view":
+            if node.op not in (Op.CONSTANT, Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE, Op.KERNEL):
+                fallbacks[f"%{i} {node.op}"] = "not in a kernel (fusion disabled?)"
+            continue
+        consts = frozenset(j for j, v in enumerate(node.inputs)
+                           if v.node is not None and v.node.op is Op.CONSTANT)
+        try:
+            k = lower(node)
+            src = generate(k, symbols, inplace_buffers(node, k, plan), constant_inputs=consts)
+            assert src is not None, "view kernels are aliased, not generated"
+            sources.append(src)
+        except LoweringError as e:
+            ops = ", ".join(n.op.value for n in node.attrs["body"].nodes)
+            fallbacks[f"{node.attrs['name']} {node.attrs['kind']}[{ops}]"] = str(e)
+            continue
+        kernels[i] = k
+        constants_of[k.name] = consts
+        # constant operands the kernel reads in a layout of its own, made once here
+        for j, pack in prepack(k, consts).items():
+            name = f"{node.inputs[j].node.attrs['name']}@{k.name}"
+            packed[name] = pack(graph.constant(node.inputs[j].node))
+            packed_at[(i, j)] = name
+    host = host_source(graph, plan, kernels, symbols, program_scratch(kernels.values(), constants_of), packed_at)
+    return Generated(tuple(symbols), tuple(sources), host, fallbacks), kernels, packed
+
+
+class CProgram(ArenaProgram):
+    """``ArenaProgram``'s slots and arena, with the steps run by generated C.
+
+    ``CProgram(graph, plan)`` generates the program; ``CProgram(graph, plan, name, generated,
+    packed)`` loads one generated before (from the whole-program cache: then ``kernels`` is
+    empty, the kernel IR having been dropped with the rest of the compile)."""
+
+    def __init__(self, graph: Graph, plan: Any, name: str = "model", generated: Generated | None = None,
+                 packed: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__(graph, plan)
-        self.symbols = symbol_order(set(graph.symbols()) | set(plan.symbols))
         kernels: dict[int, Kernel] = {}
-        sources: list[str] = []
-        # kernels run by the Python callback (name: why), for the explain record
-        self.fallbacks: dict[str, str] = {}
-        self.packed: dict[str, torch.Tensor] = {}          # repacked weights, by host weight name
-        packed_at: dict[tuple[int, int], str] = {}
-        constants_of: dict[str, frozenset[int]] = {}
-        for i, node in enumerate(graph.nodes):
-            if node.op is not Op.KERNEL or node.attrs["kind"] == "view":
-                if node.op not in (Op.CONSTANT, Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE, Op.KERNEL):
-                    self.fallbacks[f"%{i} {node.op}"] = "not in a kernel (fusion disabled?)"
-                continue
-            consts = frozenset(j for j, v in enumerate(node.inputs)
-                               if v.node is not None and v.node.op is Op.CONSTANT)
-            try:
-                k = lower(node)
-                src = generate(k, self.symbols, inplace_buffers(node, k, plan), constant_inputs=consts)
-                assert src is not None, "view kernels are aliased, not generated"
-                sources.append(src)
-            except LoweringError as e:
-                ops = ", ".join(n.op.value for n in node.attrs["body"].nodes)
-                self.fallbacks[f"{node.attrs['name']} {node.attrs['kind']}[{ops}]"] = str(e)
-                continue
-            kernels[i] = k
-            constants_of[k.name] = consts
-            # constant operands the kernel reads in a layout of its own, made once here
-            for j, pack in prepack(k, consts).items():
-                name = f"{node.inputs[j].node.attrs['name']}@{k.name}"
-                self.packed[name] = pack(graph.constant(node.inputs[j].node))
-                packed_at[(i, j)] = name
-        self.kernels, self.kernel_sources = kernels, sources
-        host = host_source(graph, plan, kernels, self.symbols, program_scratch(kernels.values(), constants_of), packed_at)
-        self.host = host
-        self.weight_names = host.weight_names
+        if generated is None:
+            generated, kernels, packed = generate_program(graph, plan)
+        self.generated = generated
+        self.symbols = list(generated.symbols)
+        self.fallbacks: dict[str, str] = dict(generated.fallbacks)
+        self.packed: dict[str, torch.Tensor] = dict(packed or {})   # repacked weights, by host weight name
+        self.kernels, self.kernel_sources = kernels, list(generated.kernel_sources)
+        self.host = generated.host
+        self.weight_names = self.host.weight_names
         # the kernels' scratch after the plan's buffers [Note: C template scratch]
-        self.scratch_bytes = host.scratch_bytes
+        self.scratch_bytes = self.host.scratch_bytes
         self._scratch_at: dict[tuple[int, ...], int] = {}
-        self.source = PRELUDE + "\n" + "\n\n".join(sources) + "\n\n" + host.source
+        self.source = generated.source
         self.library = build(self.source, name)
         self._run = self.library.effc_run
         self._run.restype = ctypes.c_int
