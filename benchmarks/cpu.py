@@ -1,8 +1,9 @@
 """CPU inference: effc's C target against eager PyTorch, TorchInductor and ONNX Runtime.
 
 In one process, 2 threads for everyone (torch.set_num_threads, OMP_NUM_THREADS, ONNX Runtime's
-intra-op threads), float32, medians of ``--runs`` calls after warm-up, timed in interleaved
-rounds (each round calls every system once), on:
+intra-op threads; ONNX Runtime's workers do not spin), float32, medians of ``--runs`` calls
+after warm-up, timed in rounds (each round gives every system two untimed calls and then up
+to five timed ones: ``interleaved_medians``), on:
   mlp          1024-4096-1024 with GELU, batch 64
   bert-base    transformers BertModel(BertConfig()), batch 1, sequence 128
   gpt2-small   transformers GPT2Model(GPT2Config()), batch 1, sequence 128
@@ -58,18 +59,29 @@ MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple[torch.Tensor, ...]]]
     "resnet-50": resnet50, "mobilenetv2": models.mobilenet_v2}
 
 
-def interleaved_medians(systems: dict[str, Callable[[], Any]], runs: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per system, timed in rounds (one call of each system per round, in
-    turn), so that a change in the machine's load hits every system alike."""
+def interleaved_medians(systems: dict[str, Callable[[], Any]], runs: int, warmup: int = 3,
+                        block: int = 5, settle: int = 2) -> dict[str, float]:
+    """Median seconds per system over ``runs`` timed calls, taken in rounds so that a change in
+    the machine's load hits every system alike: per round and system, ``settle`` untimed calls,
+    then up to ``block`` timed calls in a row.
+
+    Rounds of several calls, not one call each in turn: each system has its own thread pool
+    (torch's OpenMP, the OpenMP of effc's shared objects, ONNX Runtime's spinning workers), and
+    a pool keeps its threads busy for a while after its call returns. Alternating call by call,
+    every call shared the two cores with the previous system's threads: measured on
+    MobileNetV2, eager 30.8 -> 60.0 ms, ONNX Runtime 7.0 -> 15.6, effc 17.3 -> 42.8."""
     for fn in systems.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in systems}
-    for _ in range(runs):
+    while any(len(ts) < runs for ts in times.values()):
         for name, fn in systems.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(settle):
+                fn()
+            for _ in range(min(block, runs - len(times[name]))):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -82,6 +94,11 @@ def onnxruntime_runner(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
+    # ONNX Runtime's workers spin after a run; sharing two cores with the other systems' pools,
+    # that spinning took time from whoever ran next (MobileNetV2: effc 19.6 ms after ONNX Runtime
+    # without spinning, 28.8 with), and ONNX Runtime itself measured no slower without it
+    # (8.7 ms against 11.0 in the same rounds)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = onnxruntime.InferenceSession(f.getvalue(), opts, providers=["CPUExecutionProvider"])
     feeds = {n: a.numpy() for n, a in zip(names, args)}
     return lambda: torch.from_numpy(sess.run(None, feeds)[0])
