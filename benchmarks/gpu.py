@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 import effc  # noqa: E402
 import models  # noqa: E402
+from cuda_timing import median_ms  # noqa: E402
 from results_io import RESULTS, write_results  # noqa: E402
 
 Model = tuple[torch.nn.Module, tuple[torch.Tensor, ...]]
@@ -75,22 +76,6 @@ def mobilenetv3() -> Model:
 
 MODELS: dict[str, Callable[[], Model]] = {"gpt2": gpt2, "bert": bert, "resnet50": resnet50,
                                           "mobilenetv3": mobilenetv3}
-
-
-def median_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn`` over ``runs`` calls, each timed by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def _error(e: BaseException) -> str:

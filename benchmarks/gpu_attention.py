@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 
+from cuda_timing import median_ms  # noqa: E402
 from effc.codegen.triton_attention import attention_problem, generate_attention  # noqa: E402
 from effc.costmodel.triton_attention_configs import (DecodeConfig, rank_attention_configs,  # noqa: E402
                                                       rank_decode_configs)
@@ -71,19 +72,11 @@ def bench(fn: Callable[[], Any], reps: int, warmup: int = 3) -> tuple[float, flo
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0, 0.0
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
+    seconds = median_ms(fn, reps, warmup=0) / 1e3
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return sorted(times)[len(times) // 2], torch.cuda.max_memory_allocated() / 2**30
+    return seconds, torch.cuda.max_memory_allocated() / 2**30
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
